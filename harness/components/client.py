@@ -1,0 +1,23 @@
+"""Synthetic user hosts: outside both sites, resolving names through the lab's DNS."""
+
+from __future__ import annotations
+
+from harness.components.common import base_spec
+from harness.plan import HostPlan, LabPlan
+from harness.runtime import ContainerSpec, Runtime
+
+
+def spec(plan: LabPlan, hp: HostPlan) -> ContainerSpec:
+    """A client container whose resolver is the lab's DNS host."""
+    dns = [p.address for p in plan.hosts.values() if p.role == "dns" and p.site is None]
+    return base_spec(plan, hp, "client", dns=tuple(dns))
+
+
+def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
+    """Nothing to configure: internet hosts need no routes."""
+
+
+def check_ready(rt: Runtime, plan: LabPlan, hp: HostPlan) -> str | None:
+    """Ready when a command runs in it."""
+    res = rt.exec(hp.container, ["true"])
+    return None if res.ok else f"exec true exited {res.exit_code}"

@@ -1,0 +1,202 @@
+"""Site VPN gateways: a WireGuard (wireguard-go) tunnel, the only path between the two sites.
+
+A gateway joins every subnet of its site and the ``wan`` network, which only gateways join. Its
+``wg0`` interface has the other gateway as its one peer, with the other site's subnets as allowed
+IPs, the topology's port, MTU and keepalive. Hosts route every other site subnet through their
+own site gateway, so what crosses the wan is WireGuard UDP and nothing else.
+
+Keys are made per lab on the host (X25519, ``cryptography``), kept in ``<lab state>/keys/`` with
+mode 0600 and mounted read-only into the gateway; private keys are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from harness import naming, state
+from harness.errors import HarnessError
+from harness.plan import GatewayPlan, LabPlan
+from harness.runtime import Attachment, ContainerSpec, Runtime
+
+INTERFACE = "wg0"
+KEY_IN_CONTAINER = "/etc/wireguard/private.key"
+
+
+def keys_dir(lab: str) -> Path:
+    """Where a lab's WireGuard keys live on the host."""
+    return state.lab_dir(lab) / "keys"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def ensure_keys(lab: str, site: str) -> str:
+    """Make the site's key pair if missing (private key mode 0600); return the public key."""
+    d = keys_dir(lab)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(d, 0o700)
+    priv_file, pub_file = d / f"{site}.key", d / f"{site}.pub"
+    if not priv_file.exists():
+        key = X25519PrivateKey.generate()
+        raw = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        pub = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        fd = os.open(priv_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_b64(raw) + "\n")
+        pub_file.write_text(_b64(pub) + "\n")
+    return pub_file.read_text().strip()
+
+
+def peer_of(plan: LabPlan, site: str) -> GatewayPlan:
+    """The gateway at the other end of the tunnel."""
+    return next(gp for s, gp in plan.gateways.items() if s != site)
+
+
+def prepare(plan: LabPlan, gp: GatewayPlan) -> None:
+    """Make this site's keys before the container starts (it mounts the private key)."""
+    ensure_keys(plan.lab, gp.site)
+
+
+def spec(plan: LabPlan, gp: GatewayPlan) -> ContainerSpec:
+    """A gateway container with what wireguard-go needs (NET_ADMIN, /dev/net/tun)."""
+    nets = [Attachment(name, addr) for name, addr in gp.lan.items()]
+    nets.append(Attachment(plan.networks["wan"].name, gp.wan_address))
+    key_file = keys_dir(plan.lab) / f"{gp.site}.key"
+    return ContainerSpec(
+        name=gp.container,
+        image=naming.image_ref("gateway"),
+        hostname=f"{gp.site}-gw",
+        networks=tuple(nets),
+        labels=plan.object_labels("gateway", f"{gp.site}-gw", gp.site),
+        env={
+            "DRILL_HOST": f"{gp.site}-gw",
+            "DRILL_SITE": gp.site,
+            "DRILL_LAB": plan.lab,
+            "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1",
+        },
+        cap_add=("NET_ADMIN",),
+        devices=("/dev/net/tun",),
+        sysctls={"net.ipv4.ip_forward": "1"},
+        binds={str(key_file): f"{KEY_IN_CONTAINER}:ro"},
+    )
+
+
+def setup_script(plan: LabPlan, gp: GatewayPlan) -> str:
+    """The shell that brings ``wg0`` up with its one peer (no secrets in it)."""
+    t = plan.topology.tunnel
+    peer = peer_of(plan, gp.site)
+    peer_pub = ensure_keys(plan.lab, peer.site)
+    allowed = ",".join(peer.lan_subnets)
+    lines = [
+        f"wireguard-go {INTERFACE} 2>/dev/null",
+        f"wg set {INTERFACE} listen-port {t.port} private-key {KEY_IN_CONTAINER} "
+        f"peer {peer_pub} endpoint {peer.wan_address}:{t.port} allowed-ips {allowed} "
+        f"persistent-keepalive {t.keepalive_s}",
+        f"ip link set {INTERFACE} mtu {t.mtu} up",
+        # Clamp TCP MSS to the tunnel's path MTU, as VPN gateways do.
+        "iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN "
+        "-j TCPMSS --clamp-mss-to-pmtu",
+    ]
+    lines += [f"ip route replace {subnet} dev {INTERFACE}" for subnet in peer.lan_subnets]
+    lines.append(f"nohup sh -c {shlex.quote(_RX_MONITOR)} >/dev/null 2>&1 &")
+    return "\n".join(lines)
+
+
+RX_FILE = "/run/tunnel-rx"
+_RX_MONITOR = (
+    # Note when bytes last arrived from the peer: keepalives make that at most keepalive_s ago.
+    'last=""; while :; do cur=$(wg show wg0 transfer | cut -f2); '
+    f'if [ "$cur" != "$last" ]; then date +%s.%N > {RX_FILE}.tmp && mv {RX_FILE}.tmp {RX_FILE}; '
+    "last=$cur; fi; sleep 0.25; done"
+)
+REJECT_AFTER_S = 180.0
+"""WireGuard drops session keys this long after a handshake: no newer one means no tunnel."""
+
+
+def configure(rt: Runtime, plan: LabPlan, gp: GatewayPlan) -> None:
+    """Bring the tunnel interface up and route the other site's subnets into it."""
+    res = rt.exec(gp.container, ["sh", "-ec", setup_script(plan, gp)])
+    if not res.ok:
+        raise HarnessError(f"setting up WireGuard on {gp.container}: {res.output.strip()}")
+
+
+@dataclass(frozen=True)
+class TunnelEnd:
+    """One gateway's view of the tunnel (``wg show wg0 dump``)."""
+
+    site: str
+    container: str
+    peer_site: str
+    endpoint: str
+    latest_handshake: float  # epoch seconds, 0 if never
+    rx_bytes: int
+    tx_bytes: int
+    last_rx: float  # epoch seconds bytes last arrived from the peer, 0 if never
+    handshake_bound_s: float
+
+    @property
+    def handshake_age_s(self) -> float | None:
+        return None if not self.latest_handshake else max(0.0, time.time() - self.latest_handshake)
+
+    @property
+    def last_rx_age_s(self) -> float | None:
+        return None if not self.last_rx else max(0.0, time.time() - self.last_rx)
+
+    @property
+    def up(self) -> bool:
+        """Keys valid (a handshake within 180 s) and the peer heard within the bound."""
+        hs, rx = self.handshake_age_s, self.last_rx_age_s
+        return (
+            hs is not None
+            and hs <= REJECT_AFTER_S
+            and rx is not None
+            and rx <= self.handshake_bound_s
+        )
+
+
+def tunnel_end(rt: Runtime, plan: LabPlan, gp: GatewayPlan) -> TunnelEnd:
+    """Read the gateway's peer counters; HarnessError if wg cannot be read."""
+    # `wg show ... dump` would print the private key; these sub-commands never do.
+    cmd = " && ".join(
+        f"wg show {INTERFACE} {what}" for what in ("endpoints", "latest-handshakes", "transfer")
+    )
+    res = rt.exec(gp.container, ["sh", "-ec", f"{cmd} && (cat {RX_FILE} 2>/dev/null || echo 0)"])
+    lines = [line.split("\t") for line in res.output.strip().splitlines()]
+    if not res.ok or len(lines) != 4 or len(lines[2]) != 3:
+        raise HarnessError(f"reading the tunnel on {gp.container}: {res.output.strip()[-200:]}")
+    (_, endpoint), (_, handshake), (_, rx, tx), (last_rx,) = lines
+    return TunnelEnd(
+        site=gp.site,
+        container=gp.container,
+        peer_site=peer_of(plan, gp.site).site,
+        endpoint=endpoint,
+        latest_handshake=float(handshake),
+        rx_bytes=int(rx),
+        tx_bytes=int(tx),
+        last_rx=float(last_rx),
+        handshake_bound_s=plan.topology.tunnel.handshake_bound_s,
+    )
+
+
+def check_ready(rt: Runtime, plan: LabPlan, gp: GatewayPlan) -> str | None:
+    """Ready when the tunnel has completed a handshake with the peer."""
+    try:
+        end = tunnel_end(rt, plan, gp)
+    except HarnessError as exc:
+        return str(exc)
+    return None if end.latest_handshake else "no WireGuard handshake with the peer yet"

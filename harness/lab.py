@@ -1,0 +1,523 @@
+"""Labs: a topology brought to life as containers on networks, and taken down again.
+
+``up`` turns a topology into a live lab in a fixed order (networks, volumes, gateways, hosts),
+configures routes, and waits for every host's own readiness check. If anything fails, or the run
+is interrupted (Ctrl-C, SIGTERM), it removes everything this run created, found by its run id
+label, within a bounded time, and re-raises. ``down`` removes a lab by its lab label, ``down_all``
+every lab, even with the topology file and state folder gone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import naming, state
+from harness import topology as topo_mod
+from harness.components import ROLES, START_ORDER, forwarding, gateway
+from harness.errors import EngineError, HarnessError, ReadinessError, TeardownError, UsageError
+from harness.plan import GatewayPlan, HostPlan, LabPlan, candidate_spaces, make_plan
+from harness.runtime import ContainerInfo, DockerRuntime, Runtime
+from harness.topology import Topology
+
+Progress = Callable[[str], None]
+READY_TIMEOUT_S = 90.0
+TEARDOWN_TIMEOUT_S = 60.0
+WORKERS = 8
+TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def open_runtime() -> DockerRuntime:
+    """A runtime on the engine that answers (see ``harness.engine``)."""
+    from harness import engine
+
+    return DockerRuntime(engine.connect())
+
+
+def resolve_topology(ref: str | Path | None) -> Path:
+    """A topology file from a path, or a bare name looked up in ``topologies/``."""
+    if ref is None:
+        ref = "enterprise"
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in str(ref):
+        return p
+    return TOPOLOGY_DIR / f"{ref}.yaml"
+
+
+def check_lab_name(name: str) -> str:
+    """The name if it is a valid lab name, else UsageError."""
+    if not naming.NAME_RE.match(name):
+        raise UsageError(
+            f"invalid lab name {name!r}: use 1-24 lowercase letters, digits and '-', "
+            "starting with a letter"
+        )
+    return name
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One container of a lab as it is now."""
+
+    name: str
+    site: str | None
+    role: str
+    container: str
+    addresses: dict[str, str]
+    state: str
+    health: str  # ok | starting | failing: <why> | stopped | missing
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    """A lab as it is now."""
+
+    lab: str
+    run_id: str
+    topology: str
+    space: str
+    created_at: float
+    hosts: list[HostStatus] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.hosts) and all(h.health == "ok" for h in self.hosts)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["healthy"] = self.healthy
+        return data
+
+
+# --- up --------------------------------------------------------------------------------------
+
+
+def up(
+    topology: str | Path | Topology | None = None,
+    name: str = "default",
+    *,
+    runtime: Runtime | None = None,
+    progress: Progress = _quiet,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> LabStatus:
+    """Bring a lab up and wait until every host is ready; on any failure remove what was made."""
+    check_lab_name(name)
+    if isinstance(topology, Topology):
+        topo, source = topology, "<api>"
+    else:
+        path = resolve_topology(topology)
+        topo, source = topo_mod.load(path), str(path)
+    rt = runtime or open_runtime()
+    _refuse_existing(rt, name)
+    _refuse_missing_images(rt, topo)
+    run_id = naming.new_run_id()
+    started = time.monotonic()
+    progress(f"up: lab {name!r} from topology {topo.name!r} (run {run_id})")
+    plan: LabPlan | None = None
+    try:
+        plan = _create_networks(rt, topo, name, run_id, progress)
+        state.save(
+            state.LabRecord(
+                lab=name,
+                run_id=run_id,
+                topology_name=topo.name,
+                topology_source=source,
+                space=str(plan.space),
+                created_at=time.time(),
+                topology=topo.model_dump(mode="json"),
+            )
+        )
+        _start_all(rt, plan, progress)
+        _wait_ready(rt, plan, progress, ready_timeout_s)
+    except BaseException:
+        progress(f"up: failed or interrupted; removing what run {run_id} created")
+        _teardown(rt, {naming.RUN: run_id}, progress, lab=name)
+        record = state.load(name)
+        if record is None or record.run_id == run_id:
+            state.remove(name)
+        raise
+    progress(f"up: lab {name!r} ready in {time.monotonic() - started:.1f}s")
+    return status(name, runtime=rt)
+
+
+def _refuse_existing(rt: Runtime, name: str) -> None:
+    existing = rt.containers({naming.LAB: name}) or rt.networks({naming.LAB: name})
+    if existing:
+        raise UsageError(
+            f"a lab named {name!r} already exists; take it down with `drill down --name {name}` "
+            "or choose another name with --name"
+        )
+
+
+def _refuse_missing_images(rt: Runtime, topo: Topology) -> None:
+    from harness import images
+
+    client = getattr(rt, "client", None)
+    if client is None:
+        return
+    roles = {"gateway"} | {h.role for _, _, h in topo.hosts()}
+    missing = sorted(set(images.missing_images(client)) & roles)
+    if missing:
+        raise UsageError(
+            f"images missing for role(s) {', '.join(missing)}: run `drill images build` "
+            "(or `make images`) first"
+        )
+
+
+def _create_networks(
+    rt: Runtime, topo: Topology, name: str, run_id: str, progress: Progress
+) -> LabPlan:
+    """Create the lab's networks in the first free /16; retry on a race with another lab."""
+    for space in candidate_spaces(topo):
+        used = [ipaddress.ip_network(s, strict=False) for s in rt.all_subnets() if ":" not in s]
+        if any(space.overlaps(u) for u in used):
+            continue
+        plan = make_plan(topo, name, run_id, space)
+        made: list[str] = []
+        try:
+            for spec in plan.networks.values():
+                rt.create_network(spec)
+                made.append(spec.name)
+        except EngineError as exc:
+            for n in made:
+                rt.remove_network(n)
+            if "overlap" in str(exc).lower():
+                continue  # another lab took this space meanwhile
+            raise
+        if space != topo.addressing.space:
+            progress(f"up: {topo.addressing.space} is taken; lab placed in {space}")
+        return plan
+    raise HarnessError("no free /16 left for another lab; take some labs down")
+
+
+def _ordered_hosts(plan: LabPlan) -> list[list[HostPlan]]:
+    """Hosts grouped by start order; each group starts in parallel."""
+    groups = []
+    for role in START_ORDER:
+        members = [hp for hp in plan.hosts.values() if hp.role == role]
+        if members:
+            groups.append(members)
+    return groups
+
+
+def _start_all(rt: Runtime, plan: LabPlan, progress: Progress) -> None:
+    for hp in plan.hosts.values():
+        mod = ROLES[hp.role]
+        for vname, vlabels in getattr(mod, "volumes", lambda *_: {})(plan, hp).items():
+            rt.create_volume(vname, vlabels)
+        if hasattr(mod, "prepare"):
+            mod.prepare(plan, hp)
+    gws = list(plan.gateways.values())
+    for gp in gws:
+        gateway.prepare(plan, gp)
+    hosts = [hp for group in _ordered_hosts(plan) for hp in group]
+    site_nets = {spec.name for key, spec in plan.networks.items() if "." in key}
+    bridges = [n.bridge for n in rt.networks({naming.RUN: plan.run_id}) if n.name in site_nets]
+    progress(f"up: starting {len(gws)} gateways and {len(hosts)} hosts")
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = [pool.submit(forwarding.allow, rt, plan, bridges)]
+        futures += [pool.submit(rt.run, gateway.spec(plan, gp)) for gp in gws]
+        futures += [pool.submit(rt.run, ROLES[hp.role].spec(plan, hp)) for hp in hosts]
+        _raise_first(futures)
+        _refuse_exited(rt, plan)
+        futures = [pool.submit(gateway.configure, rt, plan, gp) for gp in gws]
+        futures += [pool.submit(ROLES[hp.role].configure, rt, plan, hp) for hp in hosts]
+        _raise_first(futures)
+
+
+def _refuse_exited(rt: Runtime, plan: LabPlan) -> None:
+    """ReadinessError with logs if a container stopped right after it started."""
+    for c in rt.containers({naming.RUN: plan.run_id}):
+        if c.state != "running":
+            raise ReadinessError(
+                what=f"host {c.labels.get(naming.COMPONENT, c.name)}",
+                where=c.name,
+                waited_s=0.0,
+                hint=f"the container is {c.state} right after start; see its logs",
+                last_logs=rt.logs(c.name, tail=20),
+            )
+
+
+def _raise_first(futures: Iterable[Any]) -> None:
+    errors = [f.exception() for f in futures]
+    for err in errors:
+        if err is not None:
+            raise err
+
+
+def _checks(rt: Runtime, plan: LabPlan) -> dict[str, tuple[str, Callable[[], str | None]]]:
+    """Readiness checks by component name: (container, check)."""
+    checks: dict[str, tuple[str, Callable[[], str | None]]] = {}
+    for gp in plan.gateways.values():
+        checks[f"{gp.site}-gw"] = (gp.container, _bind_check(gateway.check_ready, rt, plan, gp))
+    for hp in plan.hosts.values():
+        checks[hp.name] = (hp.container, _bind_check(ROLES[hp.role].check_ready, rt, plan, hp))
+    return checks
+
+
+def _bind_check(
+    fn: Callable[..., str | None], rt: Runtime, plan: LabPlan, target: HostPlan | GatewayPlan
+) -> Callable[[], str | None]:
+    return lambda: fn(rt, plan, target)
+
+
+def _wait_ready(rt: Runtime, plan: LabPlan, progress: Progress, timeout_s: float) -> None:
+    pending = _checks(rt, plan)
+    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    reasons: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        while pending:
+            results = dict(
+                zip(pending, pool.map(_safe, [c for _, c in pending.values()]), strict=True)
+            )
+            for comp, why in results.items():
+                if why is None:
+                    pending.pop(comp)
+                else:
+                    reasons[comp] = why
+            if not pending:
+                break
+            dead = _exited(rt, plan, pending)
+            if dead or time.monotonic() > deadline:
+                comp = dead or sorted(pending)[0]
+                container = pending[comp][0]
+                raise ReadinessError(
+                    what=f"host {comp}",
+                    where=container,
+                    waited_s=time.monotonic() - started,
+                    hint=(
+                        "the container exited; see its logs"
+                        if dead
+                        else f"last check: {reasons.get(comp, '?')}; "
+                        f"still waiting for: {', '.join(sorted(pending))}"
+                    ),
+                    last_logs=rt.logs(container, tail=20),
+                )
+            time.sleep(0.1)
+    progress(f"up: all hosts ready after {time.monotonic() - started:.1f}s of checks")
+
+
+def _safe(check: Callable[[], str | None]) -> str | None:
+    try:
+        return check()
+    except (EngineError, OSError) as exc:
+        return str(exc)
+
+
+def _exited(rt: Runtime, plan: LabPlan, pending: Mapping[str, tuple[str, Any]]) -> str | None:
+    """A pending component whose container is no longer running, if any."""
+    states = {c.name: c.state for c in rt.containers({naming.RUN: plan.run_id})}
+    for comp, (container, _) in pending.items():
+        if states.get(container) not in ("running", None):
+            return comp
+    return None
+
+
+# --- down ------------------------------------------------------------------------------------
+
+
+def down(
+    name: str = "default", *, runtime: Runtime | None = None, progress: Progress = _quiet
+) -> int:
+    """Remove every object of one lab; returns how many were removed."""
+    check_lab_name(name)
+    rt = runtime or open_runtime()
+    removed = _teardown(rt, {naming.LAB: name}, progress, lab=name)
+    state.remove(name)
+    return removed
+
+
+def down_all(*, runtime: Runtime | None = None, progress: Progress = _quiet) -> int:
+    """Remove every object of every lab, by label alone; returns how many were removed."""
+    rt = runtime or open_runtime()
+    removed = _teardown(rt, {naming.LAB: ""}, progress, lab=None)
+    for lab in state.known_labs():
+        state.remove(lab)
+    return removed
+
+
+def _teardown(
+    rt: Runtime,
+    selector: Mapping[str, str],
+    progress: Progress,
+    lab: str | None,
+    timeout_s: float = TEARDOWN_TIMEOUT_S,
+) -> int:
+    """Remove containers, forwarding rules, networks and volumes, within a time limit.
+
+    ``lab`` names the lab whose forwarding rules go (None: every lab's).
+    """
+    deadline = time.monotonic() + timeout_s
+    removed = 0
+    while True:
+        containers = rt.containers(selector)
+        if containers:
+            with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+                list(pool.map(rt.remove_container, [c.name for c in containers]))
+            removed += len(containers)
+        nets = rt.networks(selector)
+        if nets:
+            forwarding.remove(rt, lab, {naming.LAB: lab or "all", naming.KIND: "task"})
+        for n in nets:
+            rt.remove_network(n.name)
+        removed += len(nets)
+        removed += rt.remove_volumes(selector)
+        # Creation may still have been in flight on another thread: look again once.
+        if not rt.containers(selector) and not rt.networks(selector):
+            break
+        if time.monotonic() > deadline:
+            left = [c.name for c in rt.containers(selector)] + [
+                n.name for n in rt.networks(selector)
+            ]
+            raise TeardownError(f"could not remove within {timeout_s:.0f}s: {', '.join(left)}")
+    if removed:
+        progress(f"down: removed {removed} objects")
+    return removed
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def status(name: str = "default", *, runtime: Runtime | None = None) -> LabStatus:
+    """The lab's hosts with their state and health; UsageError if there is no such lab."""
+    check_lab_name(name)
+    rt = runtime or open_runtime()
+    containers = {c.name: c for c in rt.containers({naming.LAB: name})}
+    record = state.load(name)
+    if not containers and record is None:
+        raise UsageError(f"no lab named {name!r} is up (see `drill ls`)")
+    if record is None:
+        return _status_from_labels(name, containers)
+    topo = record.load_topology()
+    plan = make_plan(topo, name, record.run_id, ipaddress.IPv4Network(record.space))
+    checks = _checks(rt, plan)
+    kinds: dict[str, tuple[str | None, str]] = {
+        f"{gp.site}-gw": (gp.site, "gateway") for gp in plan.gateways.values()
+    }
+    kinds.update({hp.name: (hp.site, hp.role) for hp in plan.hosts.values()})
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = {
+            comp: pool.submit(_health, containers.get(container), check)
+            for comp, (container, check) in checks.items()
+        }
+    hosts = []
+    for comp, (container, _) in checks.items():
+        info = containers.get(container)
+        site, role = kinds[comp]
+        hosts.append(
+            HostStatus(
+                name=comp,
+                site=site,
+                role=role,
+                container=container,
+                addresses=dict(info.addresses) if info else {},
+                state=info.state if info else "missing",
+                health=futures[comp].result(),
+            )
+        )
+    return LabStatus(name, record.run_id, topo.name, record.space, record.created_at, hosts)
+
+
+def _health(info: ContainerInfo | None, check: Callable[[], str | None]) -> str:
+    if info is None:
+        return "missing"
+    if info.state != "running":
+        return "stopped"
+    why = _safe(check)
+    return "ok" if why is None else f"failing: {why}"
+
+
+def _status_from_labels(name: str, containers: Mapping[str, ContainerInfo]) -> LabStatus:
+    """Status of a lab whose state folder is gone: what the labels tell."""
+    any_c = next(iter(containers.values()))
+    hosts = [
+        HostStatus(
+            name=c.labels.get(naming.COMPONENT, c.name),
+            site=c.labels.get(naming.SITE),
+            role=c.labels.get(naming.KIND, "?"),
+            container=c.name,
+            addresses=dict(c.addresses),
+            state=c.state,
+            health="unknown (no state folder)",
+        )
+        for c in containers.values()
+    ]
+    return LabStatus(
+        name,
+        any_c.labels.get(naming.RUN, "?"),
+        any_c.labels.get(naming.TOPOLOGY, "?"),
+        "?",
+        0,
+        hosts,
+    )
+
+
+@dataclass(frozen=True)
+class LabSummary:
+    """One line of ``drill ls``."""
+
+    lab: str
+    topology: str
+    run_id: str
+    containers: int
+    running: int
+    created_at: float
+
+
+def list_labs(*, runtime: Runtime | None = None) -> list[LabSummary]:
+    """Every lab on the engine, found by label."""
+    rt = runtime or open_runtime()
+    by_lab: dict[str, list[ContainerInfo]] = {}
+    for c in rt.containers({naming.LAB: ""}):
+        by_lab.setdefault(c.labels.get(naming.LAB, "?"), []).append(c)
+    out = []
+    for lab, cs in sorted(by_lab.items()):
+        rec = state.load(lab)
+        out.append(
+            LabSummary(
+                lab=lab,
+                topology=cs[0].labels.get(naming.TOPOLOGY, "?"),
+                run_id=cs[0].labels.get(naming.RUN, "?"),
+                containers=len(cs),
+                running=sum(c.state == "running" for c in cs),
+                created_at=rec.created_at if rec else 0.0,
+            )
+        )
+    return out
+
+
+# --- opening a running lab -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabRef:
+    """A running lab as later commands see it: its plan and a runtime to act on it."""
+
+    plan: LabPlan
+    rt: Runtime
+    record: state.LabRecord
+
+
+def open_lab(name: str, *, runtime: Runtime | None = None) -> LabRef:
+    """The running lab called ``name``; UsageError if it is not up."""
+    check_lab_name(name)
+    record = state.load(name)
+    rt = runtime or open_runtime()
+    if record is None or not rt.containers({naming.LAB: name, naming.RUN: record.run_id}):
+        raise UsageError(f"lab {name!r} is not up (start it with `drill up --name {name}`)")
+    plan = make_plan(
+        record.load_topology(), name, record.run_id, ipaddress.IPv4Network(record.space)
+    )
+    return LabRef(plan, rt, record)
