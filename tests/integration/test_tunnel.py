@@ -107,7 +107,8 @@ def test_only_wireguard_udp_crosses_the_wan(tlab: lab.LabStatus, rt: DockerRunti
     wan_addr = next(a for a in host(tlab, "azure-gw").addresses.values() if ".255." in a)
     ok, iface = exec_ok(rt, gw, "sh", "-c", f"ip -o -4 addr show to {wan_addr}/32 | cut -d' ' -f2")
     assert ok and iface.strip()
-    start = f"(nohup tcpdump --immediate-mode -i {iface.strip()} -U -s 0 -w /tmp/wan.pcap >/dev/null 2>&1 &) ; sleep 1"
+    capture = f"tcpdump --immediate-mode -i {iface.strip()} -U -s 0 -w /tmp/wan.pcap"
+    start = f"(nohup {capture} >/dev/null 2>&1 &) ; sleep 1"
     assert exec_ok(rt, gw, "sh", "-c", start)[0]
     ok, _ = exec_ok(
         rt, host(tlab, "web1").container, "curl", "-sf", "-m", "10", "-o", "/dev/null", url
