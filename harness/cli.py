@@ -430,6 +430,99 @@ def fault_list(name: str, as_json: bool, show_all: bool) -> None:
     run_command(body)
 
 
+# --- Traffic Manager (DNS) -------------------------------------------------------------------
+
+
+@main.group("dns")
+def dns_group() -> None:
+    """Traffic Manager on CoreDNS: endpoint health, answers and control."""
+
+
+@dns_group.command("status")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def dns_status(name: str, as_json: bool) -> None:
+    """Each endpoint's monitor status and last probes, the current answer, and timing."""
+    from harness import trafficmanager
+
+    def body() -> None:
+        st = trafficmanager.status(name)
+        if as_json:
+            _emit_json(st.to_json())
+            return
+        ans = st.answer
+        answer = (
+            f"{ans.rcode} {','.join(ans.addresses) or '-'} (ttl {ans.ttl})"
+            if ans
+            else f"no answer: {st.answer_error}"
+        )
+        click.echo(
+            f"profile {st.profile} ({st.routing}, ttl {st.ttl_s}s) "
+            f"{'enabled' if st.enabled else 'DISABLED'}: {st.profile_status}; answer {answer}"
+        )
+        if st.vanity:
+            click.echo(f"  {st.vanity} is a CNAME to {st.profile}")
+        click.echo(
+            f"  {'ENDPOINT':14} {'TARGET':16} {'ADDRESS':15} {'PRIO':>4} {'STATUS':17} PROBES"
+        )
+        for e in st.endpoints:
+            probes = " ".join(
+                ("ok" if p["ok"] else "FAIL") + f"({p['detail']})" for p in e.last_probes
+            )
+            click.echo(
+                f"  {e.name:14} {e.target + '@' + e.site:16} {e.address:15} "
+                f"{e.priority or '-':>4} {e.status:17} {probes}"
+            )
+        t = st.timing
+        update = t.emulator_answer_s - t.emulator_degraded_s
+        click.echo(
+            f"  clients move within {t.emulator_clients_move_s:.1f}s here "
+            f"(degraded {t.emulator_degraded_s:.1f}s + answer {update:.1f}s + ttl {t.ttl_s}s); "
+            f"real Traffic Manager: up to {t.azure_clients_move_s:.0f}s (interval "
+            f"{t.azure_interval_s:.0f}s, timeout {t.azure_timeout_s:.0f}s, ttl {t.ttl_s}s)"
+        )
+
+    run_command(body)
+
+
+@dns_group.command("endpoint")
+@click.argument("action", type=click.Choice(["enable", "disable", "stop", "start"]))
+@click.argument("endpoint")
+@_name_opt
+def dns_endpoint(action: str, endpoint: str, name: str) -> None:
+    """Enable or disable ENDPOINT, or mark its resource stopped or started."""
+    from harness import trafficmanager
+
+    def body() -> None:
+        if action in ("enable", "disable"):
+            trafficmanager.set_endpoint(name, endpoint, enabled=action == "enable")
+        else:
+            trafficmanager.set_endpoint(name, endpoint, stopped=action == "stop")
+        click.echo(
+            f"endpoint {endpoint}: {action}d"
+            if action.endswith("e")
+            else f"endpoint {endpoint}: {action}ped"
+            if action == "stop"
+            else f"endpoint {endpoint}: started"
+        )
+
+    run_command(body)
+
+
+@dns_group.command("profile")
+@click.argument("action", type=click.Choice(["enable", "disable"]))
+@_name_opt
+def dns_profile(action: str, name: str) -> None:
+    """Enable or disable the whole profile (a disabled profile answers NXDOMAIN)."""
+    from harness import trafficmanager
+
+    def body() -> None:
+        trafficmanager.set_profile(name, enabled=action == "enable")
+        click.echo(f"profile {action}d")
+
+    run_command(body)
+
+
 def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 

@@ -253,6 +253,7 @@ class TrafficManager(Model):
     routing: Literal["priority", "weighted", "multivalue"] = "priority"
     ttl_s: int = Field(default=30, ge=0, le=2_147_483_647)
     max_answers: int = Field(default=2, ge=1, le=10, description="multivalue record count")
+    seed: int = Field(default=0, description="seed of weighted routing's random choices")
     monitor: Monitor = Monitor()
     endpoints: dict[Name, Endpoint]
 

@@ -1,8 +1,9 @@
-"""The lab's DNS server: CoreDNS on the internet network.
+"""The lab's DNS server: CoreDNS on the internet network, answering like Traffic Manager.
 
-The lab writes its configuration into ``<lab state>/dns/`` (a Corefile and a hosts file naming
-every host as ``<host>.<site>.drill.test``) and mounts that folder at /etc/coredns. CoreDNS
-forwards nothing: a lab never resolves names outside itself.
+The lab writes its configuration into ``<lab state>/dns/`` (a Corefile, a hosts file naming
+every host as ``<host>.<site>.drill.test``, and ``tm/profile.json`` for the Traffic Manager
+prober, see ``harness.trafficmanager``) and mounts that folder at /etc/coredns. CoreDNS forwards
+nothing: a lab never resolves names outside itself.
 """
 
 from __future__ import annotations
@@ -37,14 +38,11 @@ def hosts_file(plan: LabPlan) -> str:
 
 
 COREFILE = f"""\
-{LAB_ZONE} {{
-    hosts /etc/coredns/hosts {{
+. {{
+    trafficmanager /etc/coredns/tm/state.json
+    hosts /etc/coredns/hosts {LAB_ZONE} {{
         reload 1s
     }}
-    errors
-}}
-
-. {{
     health :8080
     ready :{READY_PORT}
     errors
@@ -58,11 +56,15 @@ def prepare(plan: LabPlan, hp: HostPlan) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "Corefile").write_text(COREFILE, encoding="utf-8")
     (d / "hosts").write_text(hosts_file(plan), encoding="utf-8")
+    if plan.topology.traffic_manager is not None:
+        from harness import trafficmanager  # late: trafficmanager builds on the lab module
+
+        trafficmanager.write_profile(plan)
 
 
 def spec(plan: LabPlan, hp: HostPlan) -> ContainerSpec:
     """CoreDNS with the lab's configuration folder mounted."""
-    return base_spec(plan, hp, "dns", binds={str(config_dir(plan)): "/etc/coredns:ro"})
+    return base_spec(plan, hp, "dns", binds={str(config_dir(plan)): "/etc/coredns:rw"})
 
 
 def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
@@ -70,5 +72,9 @@ def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
 
 
 def check_ready(rt: Runtime, plan: LabPlan, hp: HostPlan) -> str | None:
-    """Ready when CoreDNS's ready plugin answers 200."""
-    return http_ready(f"http://{hp.address}:{READY_PORT}/ready")
+    """Ready when CoreDNS's ready plugin answers 200 and the prober has decided once."""
+    why = http_ready(f"http://{hp.address}:{READY_PORT}/ready")
+    decided = (config_dir(plan) / "tm" / "state.json").exists()
+    if why is None and plan.topology.traffic_manager is not None and not decided:
+        return "the Traffic Manager prober has not published its first decision"
+    return why

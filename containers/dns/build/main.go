@@ -22,6 +22,8 @@ import (
 	_ "github.com/coredns/coredns/plugin/reload"
 	_ "github.com/coredns/coredns/plugin/template"
 	_ "github.com/coredns/coredns/plugin/whoami"
+
+	_ "drill.invalid/coredns/trafficmanager"
 )
 
 // directives lists the linked plugins in the order of CoreDNS v1.15.0's plugin.cfg.
@@ -34,6 +36,7 @@ var directives = []string{
 	"log",
 	"loadbalance",
 	"cache",
+	"trafficmanager", // drill's own: Traffic Manager answers decided by the health prober
 	"template",
 	"hosts",
 	"file",
