@@ -59,7 +59,7 @@ drill: images ## Bring up the default topology, show its status, take it down
 	$(DRILL) status --name default; rc=$$?; $(DRILL) down --name default; exit $$rc
 
 bench: images ## Benchmarks; each prints JSON (see bench/RESULTS.md)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit $$?; done
+	@for b in bench/[!_]*.py; do echo "== $$b" >&2; $(BIN)/python $$b || exit $$?; done
 
 clean: ## Remove every lab (by label); images and the engine stay
 	-$(DRILL) down --all

@@ -6,15 +6,12 @@ message says which); 130 interrupted (after cleaning up what the interrupted run
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -22,6 +19,7 @@ import click
 from harness import __version__, engine, lab
 from harness import topology as topo_mod
 from harness.errors import DrillError
+from harness.signals import interruptible
 
 
 def _progress(msg: str) -> None:
@@ -30,29 +28,6 @@ def _progress(msg: str) -> None:
 
 def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """Turn the first SIGINT/SIGTERM into KeyboardInterrupt; ignore repeats while cleaning up.
-
-    The previous handlers are restored on exit, so library callers keep their own handling.
-    """
-    count = 0
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal count
-        count += 1
-        if count == 1:
-            raise KeyboardInterrupt
-        click.echo("drill: still cleaning up, please wait", err=True)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def run_command(fn: Callable[[], int | None]) -> None:

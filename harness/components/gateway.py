@@ -130,9 +130,16 @@ REJECT_AFTER_S = 180.0
 
 def configure(rt: Runtime, plan: LabPlan, gp: GatewayPlan) -> None:
     """Bring the tunnel interface up and route the other site's subnets into it."""
-    res = rt.exec(gp.container, ["sh", "-ec", setup_script(plan, gp)])
-    if not res.ok:
-        raise HarnessError(f"setting up WireGuard on {gp.container}: {res.output.strip()}")
+    script = setup_script(plan, gp)
+    for attempt in range(3):
+        res = rt.exec(gp.container, ["sh", "-ec", script])
+        if res.ok:
+            return
+        # Seen rarely under load: wireguard-go reports "Address already in use" for its listen
+        # port. Removing the interface ends that wireguard-go; a fresh start then succeeds.
+        rt.exec(gp.container, ["sh", "-c", f"ip link del {INTERFACE} 2>/dev/null; sleep 0.2"])
+        time.sleep(0.2 * (attempt + 1))
+    raise HarnessError(f"setting up WireGuard on {gp.container}: {res.output.strip()}")
 
 
 @dataclass(frozen=True)
