@@ -498,6 +498,89 @@ def dns_profile(action: str, name: str) -> None:
     run_command(body)
 
 
+# --- drills ----------------------------------------------------------------------------------
+
+
+@main.command("run")
+@click.argument("drill_file", required=False, default="site-outage")
+@click.option("--topology", help="Topology file or name (default: the drill's own).")
+@click.option("--name", default="drill", show_default=True, help="The lab's name.")
+@click.option("--seed", default=0, show_default=True, help="Seed for users, loss and routing.")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards, for a look around.")
+@click.option("--report", "report_dir", help="Report folder (default reports/<drill>-<time>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the journal as JSON on stdout.")
+def run_drill(
+    drill_file: str,
+    topology: str | None,
+    name: str,
+    seed: int,
+    keep: bool,
+    report_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Run DRILL_FILE (a file or a name in drills/, default site-outage) and report RTO/RPO.
+
+    Exit codes: 0 every objective met, 1 an objective missed, 2 the harness failed.
+    """
+    from harness import report, runner
+
+    def body() -> int:
+        j = runner.run(drill_file, topology, name=name, seed=seed, keep=keep, progress=_progress)
+        folder = (
+            Path(report_dir)
+            if report_dir
+            else (Path("reports") / f"{j.drill}-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
+        paths = report.write(j, folder)
+        if as_json:
+            _emit_json(j.to_json())
+        else:
+            click.echo(report.markdown(j, paths))
+        return j.exit_code
+
+    run_command(body)
+
+
+@main.group("drills")
+def drills_group() -> None:
+    """The drill files: list the built-in ones, check a file, print the schema."""
+
+
+@drills_group.command("list")
+def drills_list() -> None:
+    """List the built-in drills."""
+    from harness import drill
+
+    for f in sorted(drill.DRILL_DIR.glob("*.yaml")):
+        d = drill.load(f)
+        click.echo(f"{d.name:20} {d.topology:12} {d.description}")
+
+
+@drills_group.command("validate")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--topology", help="Also check each drill against this topology.")
+def drills_validate(files: tuple[str, ...], topology: str | None) -> None:
+    """Check drill FILES (and that their topology has what they need)."""
+    from harness import drill
+
+    def body() -> None:
+        for f in files:
+            d = drill.load(f)
+            topo = topo_mod.load(lab.resolve_topology(topology or d.topology))
+            drill.check_against(d, topo, f)
+            click.echo(f"{f}: valid (drill {d.name!r} on topology {topo.name!r})")
+
+    run_command(body)
+
+
+@drills_group.command("schema")
+def drills_schema() -> None:
+    """Print the JSON Schema of drill files."""
+    from harness import drill
+
+    _emit_json(drill.json_schema())
+
+
 def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 

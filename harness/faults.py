@@ -8,6 +8,14 @@ Kinds (``KINDS``):
                     kernel's ``tbf`` on both gateways' wan interfaces
     gateway-down    one site's gateway container is stopped
     mtu-blackhole   tunnel packets larger than an MTU are silently dropped on the wan
+    site-outage     every container of a site (default: the primary) stops: hosts, gateway and
+                    anything else the lab runs there
+    host-outage     one host's container stops
+    storage-outage  the storage account's host stops
+    dns-outage      the DNS host serving Traffic Manager stops
+
+Healing an outage starts the containers again and redoes what their start-up did (routes,
+tunnel), then waits (bounded) until they are ready.
 
 Records live in ``<lab state>/faults.json`` (one list, newest last), each with an id
 ``f<N>-<kind>``, its parameters, ``started_at`` and, once healed, ``ended_at`` (epoch seconds), so
@@ -31,7 +39,17 @@ from harness.errors import FaultError, HarnessError
 from harness.lab import LabRef, open_lab
 from harness.plan import GatewayPlan
 
-KINDS = ("partition", "degrade", "gateway-down", "mtu-blackhole")
+KINDS = (
+    "partition",
+    "degrade",
+    "gateway-down",
+    "mtu-blackhole",
+    "site-outage",
+    "host-outage",
+    "storage-outage",
+    "dns-outage",
+)
+HEAL_READY_TIMEOUT_S = 30.0
 CHAIN = "DRILL-FAULTS"
 WANEM_PORT = 51821  # the relay's wan-side port; WireGuard's own port is the topology's
 
@@ -116,6 +134,10 @@ def validate(ref: LabRef, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         "degrade": {"delay_ms", "jitter_ms", "loss_pct", "rate_mbit", "seed"},
         "gateway-down": {"site"},
         "mtu-blackhole": {"mtu"},
+        "site-outage": {"site"},
+        "host-outage": {"host"},
+        "storage-outage": set(),
+        "dns-outage": set(),
     }[kind]
     given = {k for k, v in params.items() if v is not None}
     if extra := given - allowed:
@@ -145,7 +167,61 @@ def validate(ref: LabRef, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         out["site"] = site
     elif kind == "mtu-blackhole":
         out["mtu"] = int(_number(params, "mtu", 576, 9000, "bytes") or 1280)
+    elif kind == "site-outage":
+        site = params.get("site") or ref.plan.topology.primary_site
+        if site not in ref.plan.topology.sites:
+            raise FaultError(
+                f"unknown site {site!r}; sites are {', '.join(ref.plan.topology.sites)}"
+            )
+        out["site"] = site
+    elif kind == "host-outage":
+        host = params.get("host")
+        if host not in ref.plan.hosts:
+            raise FaultError(f"host-outage needs a host: one of {', '.join(ref.plan.hosts)}")
+        out["host"] = host
+    elif kind in ("storage-outage", "dns-outage"):
+        role = "storage" if kind == "storage-outage" else "dns"
+        if not any(hp.role == role for hp in ref.plan.hosts.values()):
+            raise FaultError(f"{kind}: the lab has no {role} host")
     return out
+
+
+def _outage_targets(ref: LabRef, kind: str, p: dict[str, Any]) -> list[str]:
+    """Containers an outage stops, in start order (gateways first)."""
+    plan = ref.plan
+    if kind == "site-outage":
+        running = ref.rt.containers({"drill.lab": plan.lab, "drill.site": p["site"]})
+        gw = plan.gateways[p["site"]].container
+        rest = sorted(c.name for c in running if c.name != gw)
+        return [gw, *rest]
+    if kind == "host-outage":
+        return [plan.hosts[p["host"]].container]
+    role = "storage" if kind == "storage-outage" else "dns"
+    return [hp.container for hp in plan.hosts.values() if hp.role == role]
+
+
+def _restart(ref: LabRef, containers: list[str]) -> None:
+    """Start stopped containers and redo their start-up configuration, then wait until ready."""
+    from harness.components import ROLES
+
+    by_container = {hp.container: hp for hp in ref.plan.hosts.values()}
+    gateways = {gp.container: gp for gp in ref.plan.gateways.values()}
+    for name in containers:
+        ref.rt.start(name)
+    for name in containers:
+        if name in gateways:
+            gateway.configure(ref.rt, ref.plan, gateways[name])
+        elif name in by_container:
+            ROLES[by_container[name].role].configure(ref.rt, ref.plan, by_container[name])
+    deadline = time.monotonic() + HEAL_READY_TIMEOUT_S
+    for name in containers:
+        if name in by_container:
+            hp = by_container[name]
+            check = ROLES[hp.role].check_ready
+            while (why := check(ref.rt, ref.plan, hp)) is not None:
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"{hp.name} not ready after healing: {why}")
+                time.sleep(0.1)
 
 
 # --- inject and heal -------------------------------------------------------------------------
@@ -202,6 +278,11 @@ def _inject(ref: LabRef, rec_id: str, kind: str, p: dict[str, Any]) -> dict[str,
         gp = ref.plan.gateways[p["site"]]
         ref.rt.stop(gp.container, timeout_s=2)
         return {}
+    if kind in ("site-outage", "host-outage", "storage-outage", "dns-outage"):
+        targets = _outage_targets(ref, kind, p)
+        for name in reversed(targets):
+            ref.rt.stop(name, timeout_s=1)
+        return {"containers": targets}
     # degrade
     undo: dict[str, Any] = {}
     if p["rate_mbit"]:
@@ -281,6 +362,8 @@ def _heal(ref: LabRef, rec: FaultRecord) -> None:
         gp = ref.plan.gateways[rec.params["site"]]
         ref.rt.start(gp.container)
         gateway.configure(ref.rt, ref.plan, gp)
+    elif rec.kind in ("site-outage", "host-outage", "storage-outage", "dns-outage"):
+        _restart(ref, list(rec.undo["containers"]))
     elif rec.kind == "degrade":
         if rec.undo.get("wanem"):
             _stop_wanem(ref)
@@ -289,7 +372,14 @@ def _heal(ref: LabRef, rec: FaultRecord) -> None:
                 _sh(ref, gp, f"tc qdisc del dev {iface} root 2>/dev/null || true", "removing tbf")
 
 
-_EXCLUSIVE = {"partition", "degrade", "mtu-blackhole"}
+_EXCLUSIVE = {
+    "partition",
+    "degrade",
+    "mtu-blackhole",
+    "site-outage",
+    "storage-outage",
+    "dns-outage",
+}
 
 
 def inject(

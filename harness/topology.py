@@ -352,11 +352,11 @@ class Topology(Model):
 # --- loading ----------------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """A safe YAML loader that rejects duplicate keys instead of keeping the last one."""
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -371,7 +371,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     return loader.construct_mapping(node, deep=deep)
 
 
-_StrictLoader.add_constructor(
+StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_mapping,
 )
@@ -387,7 +387,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _schema_problems(exc: ValidationError) -> list[Problem]:
+def schema_problems(exc: ValidationError) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -407,7 +407,7 @@ def parse(data: object, source: str = "<topology>") -> Topology:
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
-        raise TopologyError(source, _schema_problems(exc)) from None
+        raise TopologyError(source, schema_problems(exc)) from None
     problems = cross_check(topo)
     if problems:
         raise TopologyError(source, problems)
@@ -424,7 +424,7 @@ def load(path: str | Path) -> Topology:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise TopologyError(str(p), [Problem("", f"cannot read file: {exc}")]) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from harness import state
 from harness.components.common import base_spec
 from harness.plan import HostPlan, LabPlan
 from harness.runtime import ContainerSpec, Runtime
 
+LOG_DIR = "/var/lib/drill"
+
+
+def log_dir(plan: LabPlan, hp: HostPlan) -> Path:
+    """Where the client's request logs appear on the host (mounted at LOG_DIR)."""
+    return state.lab_dir(plan.lab) / "clients" / hp.name
+
+
+def prepare(plan: LabPlan, hp: HostPlan) -> None:
+    """Make the log folder the container mounts."""
+    log_dir(plan, hp).mkdir(parents=True, exist_ok=True)
+
 
 def spec(plan: LabPlan, hp: HostPlan) -> ContainerSpec:
-    """A client container whose resolver is the lab's DNS host."""
+    """A client container whose resolver is the lab's DNS host, logging into the lab state."""
     dns = [p.address for p in plan.hosts.values() if p.role == "dns" and p.site is None]
-    return base_spec(plan, hp, "client", dns=tuple(dns))
+    return base_spec(
+        plan, hp, "client", dns=tuple(dns), binds={str(log_dir(plan, hp)): f"{LOG_DIR}:rw"}
+    )
 
 
 def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
