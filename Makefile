@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DRILL := $(BIN)/drill
 PYTEST_ARGS ?=
-APT_PACKAGES := debootstrap iproute2 iptables
+APT_PACKAGES := debootstrap iproute2 iptables chromium e2fsprogs util-linux
 
 .PHONY: help setup engine images lint unit integration test drill bench clean engine-stop
 

@@ -1,6 +1,7 @@
 """Drill reports, all rendered from the journal: JUnit XML, a self-contained HTML page, Markdown.
 
-``write(journal, folder)`` writes ``journal.json``, ``junit.xml`` (each objective a test case, a
+``write(journal, folder)`` writes ``journal.json``, ``requests.jsonl`` (the users' raw request
+log, one JSON line per request, from which every figure can be recomputed), ``junit.xml`` (each objective a test case, a
 missed one a failure, a harness error an error) and ``report.html`` (a timeline chart drawn as
 inline SVG: user success rate, latency, the address users were served from, faults and steps on
 one time axis; and the objectives table). No script and no external resource, so the page opens
@@ -24,8 +25,10 @@ def write(j: Journal, folder: Path) -> dict[str, Path]:
         "journal": folder / "journal.json",
         "junit": folder / "junit.xml",
         "html": folder / "report.html",
+        "requests": folder / "requests.jsonl",
     }
     paths["journal"].write_text(json.dumps(j.to_json(), indent=2, default=str) + "\n")
+    paths["requests"].write_text("".join(json.dumps(r) + "\n" for r in j.requests))
     paths["junit"].write_text(junit(j))
     paths["html"].write_text(html_report(j))
     return paths

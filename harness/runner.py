@@ -86,9 +86,13 @@ class Journal:
     objectives: list[Objective] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The journal without the raw request log (that goes to requests.jsonl)."""
+        data = asdict(self)
+        data.pop("requests")
+        return data
 
     @contextlib.contextmanager
     def step(self, name: str, progress: Progress) -> Iterator[Step]:
@@ -216,7 +220,6 @@ def _execute(
     )
     run_id = f"{d.name}-{int(j.started_at)}"
     users_run = users.start(ref, cfg, run_id)
-    j.measurements["users_log"] = str(users_run.log_file)
 
     with j.step("steady-state", progress) as st:
         users.wait_for_requests(users_run, 1)
@@ -259,6 +262,7 @@ def _execute(
             st.evidence["items_held"] = len(ids)
     users.stop(ref, users_run)
     reqs = users.read(users_run)
+    j.requests = reqs
     _measure(d, ref, j, reqs, fault_at, ids)
 
     if d.failback:
