@@ -1,8 +1,9 @@
 """Drill reports, all rendered from the journal: JUnit XML, a self-contained HTML page, Markdown.
 
 ``write(journal, folder)`` writes ``journal.json``, ``requests.jsonl`` (the users' raw request
-log, one JSON line per request, from which every figure can be recomputed), ``junit.xml`` (each objective a test case, a
-missed one a failure, a harness error an error) and ``report.html`` (a timeline chart drawn as
+log, one JSON line per request, from which every figure can be recomputed), ``junit.xml``
+(each objective a test case, a missed one a failure, a harness error an error) and
+``report.html`` (a timeline chart drawn as
 inline SVG: user success rate, latency, the address users were served from, faults and steps on
 one time axis; and the objectives table). No script and no external resource, so the page opens
 anywhere, offline.
