@@ -6,6 +6,9 @@ the ordinary clients and copied into build contexts:
     azurite   ``npm install --omit=dev azurite@3.35.0``, packed as ``azurite.tar``   (storage)
     coredns   a lean, static CoreDNS v1.15.0 built from ``containers/dns/build``    (dns)
     wheels    the client's pinned wheels, from ``pip download``                     (client)
+    app-wheels the app's pinned wheels (ldap3)                                       (app)
+    replicator-wheels  the replicator's pinned wheels (azure-storage-blob)       (replicator)
+    replicator-code    ``harness/replication`` copied as a package              (replicator)
 
 plus, when no Debian image is available, a ``debootstrap --variant=minbase bookworm`` root
 file system packed as a tar for ``docker import``.
@@ -299,7 +302,7 @@ WHEEL_TARGET = (
 """Bookworm's python3 (3.11, glibc 2.36) on the machine's own architecture."""
 
 
-def _prepare_wheels(out: Path) -> None:
+def _prepare_wheels(out: Path, requirements: Path = CLIENT_DIR / "requirements.txt") -> None:
     run_tool(
         "wheels",
         "pip download",
@@ -315,7 +318,7 @@ def _prepare_wheels(out: Path) -> None:
             "--dest",
             str(out),
             "-r",
-            str(CLIENT_DIR / "requirements.txt"),
+            str(requirements),
             "-r",
             str(CLIENT_DIR / "requirements-pip.txt"),
         ],
@@ -355,6 +358,52 @@ WHEELS = Artifact(
     prepare=_prepare_wheels,
 )
 
+
+APP_DIR = CONTAINERS_DIR / "app"
+
+APP_WHEELS = Artifact(
+    name="app-wheels",
+    description="pip download the app's pinned wheels (ldap3, for logins against the directory)",
+    pins=WHEEL_TARGET,
+    sources=(APP_DIR / "requirements.txt", CLIENT_DIR / "requirements-pip.txt"),
+    prepare=lambda out: _prepare_wheels(out, APP_DIR / "requirements.txt"),
+)
+
+
+REPLICATOR_DIR = CONTAINERS_DIR / "replicator"
+
+REPLICATOR_WHEELS = Artifact(
+    name="replicator-wheels",
+    description="pip download the replicator's pinned wheels (azure-storage-blob)",
+    pins=WHEEL_TARGET,
+    sources=(REPLICATOR_DIR / "requirements.txt", CLIENT_DIR / "requirements-pip.txt"),
+    prepare=lambda out: _prepare_wheels(out, REPLICATOR_DIR / "requirements.txt"),
+)
+
+HARNESS_DIR = REPO_ROOT / "harness"
+REPLICATOR_MODULES = ("__init__.py", "core.py", "store.py", "agent.py")
+"""The replication modules the replicator runs; they import nothing else of the harness."""
+
+
+def _prepare_replicator_code(out: Path) -> None:
+    pkg = out / "harness" / "replication"
+    pkg.mkdir(parents=True)
+    shutil.copyfile(HARNESS_DIR / "__init__.py", out / "harness" / "__init__.py")
+    for name in REPLICATOR_MODULES:
+        shutil.copyfile(HARNESS_DIR / "replication" / name, pkg / name)
+
+
+REPLICATOR_CODE = Artifact(
+    name="replicator-code",
+    description="copy harness/replication into the replicator's build context",
+    pins=REPLICATOR_MODULES,
+    # The recipe hash covers these files' bytes, so a code change rebuilds the image.
+    sources=(
+        HARNESS_DIR / "__init__.py",
+        *(HARNESS_DIR / "replication" / name for name in REPLICATOR_MODULES),
+    ),
+    prepare=_prepare_replicator_code,
+)
 
 # --- the base OS, when no Debian image is available -------------------------------------
 

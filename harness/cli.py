@@ -360,6 +360,40 @@ def fault_mtu_blackhole(name: str, as_json: bool, mtu: int) -> None:
     run_command(_fault_cmd("mtu-blackhole", name=name, as_json=as_json, mtu=mtu))
 
 
+@fault_group.command("site-outage")
+@click.argument("site", required=False)
+@_name_opt
+@_json_opt
+def fault_site_outage(site: str | None, name: str, as_json: bool) -> None:
+    """Stop every container of SITE (default: the primary site), gateway included."""
+    run_command(_fault_cmd("site-outage", name=name, as_json=as_json, site=site))
+
+
+@fault_group.command("host-outage")
+@click.argument("host")
+@_name_opt
+@_json_opt
+def fault_host_outage(host: str, name: str, as_json: bool) -> None:
+    """Stop HOST's container."""
+    run_command(_fault_cmd("host-outage", name=name, as_json=as_json, host=host))
+
+
+@fault_group.command("storage-outage")
+@_name_opt
+@_json_opt
+def fault_storage_outage(name: str, as_json: bool) -> None:
+    """Stop the storage account's host."""
+    run_command(_fault_cmd("storage-outage", name=name, as_json=as_json))
+
+
+@fault_group.command("dns-outage")
+@_name_opt
+@_json_opt
+def fault_dns_outage(name: str, as_json: bool) -> None:
+    """Stop the DNS host serving Traffic Manager."""
+    run_command(_fault_cmd("dns-outage", name=name, as_json=as_json))
+
+
 @fault_group.command("heal")
 @click.argument("fault_id", required=False)
 @_name_opt
@@ -498,6 +532,138 @@ def dns_profile(action: str, name: str) -> None:
     run_command(body)
 
 
+# --- replication ------------------------------------------------------------------------------
+
+
+@main.group("replication")
+def replication_group() -> None:
+    """Site Recovery replication: health, recovery points, verify, restore, resync."""
+
+
+@replication_group.command("status")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def replication_status(name: str, as_json: bool) -> None:
+    """Per protected disk: state, RPO (age of the newest point), backlog and RPO alert."""
+    from harness.replication import control
+
+    def body() -> int:
+        st = control.status(name)
+        if as_json:
+            _emit_json(st.to_json())
+        else:
+            click.echo(
+                f"replicator {st.replicator}  freeze median {st.freeze_ms_median} ms  "
+                f"max {st.freeze_ms_max} ms"
+            )
+            click.echo(f"  {'DISK':20} {'STATE':18} {'RPO':>8} {'BACKLOG':>10} {'SENT':>12} LATEST")
+            for d in st.disks:
+                rpo = "-" if d.rpo_s is None else f"{d.rpo_s:.1f}s"
+                latest = (
+                    f"#{d.latest_point['seq']} {d.latest_point['type']}" if d.latest_point else "-"
+                )
+                alert = "  RPO ALERT" if d.rpo_alert else ""
+                click.echo(
+                    f"  {d.host + '/' + d.disk:20} {d.state:18} {rpo:>8} {d.backlog_bytes:>10} "
+                    f"{d.bytes_sent:>12} {latest}{alert}"
+                )
+        return 0 if st.healthy else 1
+
+    run_command(body)
+
+
+@replication_group.command("points")
+@click.argument("host")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the points as JSON.")
+def replication_points(host: str, name: str, as_json: bool) -> None:
+    """List HOST's recovery points, oldest first (ids are sequence numbers)."""
+    from harness.replication import control
+
+    def body() -> None:
+        pts = control.points(name, host)
+        if as_json:
+            _emit_json([p.summary() for p in pts])
+            return
+        if not pts:
+            click.echo(f"{host} has no recovery point yet")
+        for p in pts:
+            age = time.time() - p.taken_at
+            click.echo(
+                f"{p.seq:>6}  {p.type:17} taken {age:7.1f}s ago  freeze {p.freeze_ms:6.1f} ms"
+                f"  {p.group or '-'}"
+            )
+
+    run_command(body)
+
+
+@replication_group.command("verify")
+@click.argument("host")
+@_name_opt
+@click.option("--point", "point", default="latest", show_default=True, help="Point id.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def replication_verify(host: str, name: str, point: str, as_json: bool) -> None:
+    """Check that HOST's replica at --point equals its recorded source hash (exit 1 if not)."""
+    from harness.replication import control
+
+    def body() -> int:
+        res = control.verify(name, host, point)
+        if as_json:
+            _emit_json(res.to_json())
+        else:
+            for d in res.disks:
+                what = "ok" if d.ok else f"MISMATCH in MiB chunk(s) {d.bad_chunks[:10]}"
+                click.echo(f"{host}/{d.disk} point {res.point} ({res.type}): {what}")
+        return 0 if res.ok else 1
+
+    run_command(body)
+
+
+@replication_group.command("restore")
+@click.argument("host")
+@_name_opt
+@click.option("--point", "point", required=True, help="Point id (or 'latest').")
+@click.option("--to", "to", required=True, help="A new file to write the disk image to.")
+@click.option("--disk", default=None, help="Which disk, when the host has several.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def replication_restore(
+    host: str, name: str, point: str, to: str, disk: str | None, as_json: bool
+) -> None:
+    """Write HOST's disk at --point to the new file --to (never overwrites), checked by hash."""
+    from harness.replication import control
+
+    def body() -> None:
+        res = control.restore(name, host, point, to, disk=disk)
+        if as_json:
+            _emit_json(res.__dict__)
+        else:
+            click.echo(f"{res.host}/{res.disk} point {res.point} ({res.type}) -> {res.path}")
+
+    run_command(body)
+
+
+@replication_group.command("resync")
+@click.argument("host")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def replication_resync(host: str, name: str, as_json: bool) -> None:
+    """Compare HOST's replicas with the source by checksums and send only what differs."""
+    from harness.replication import control
+
+    def body() -> None:
+        res = control.resync(name, host)
+        if as_json:
+            _emit_json(res)
+        else:
+            for e in res["events"]:
+                click.echo(
+                    f"{host}/{e['disk']}: compared {e['compared_bytes']} B, "
+                    f"{e['differing_bytes']} B differed, sent {e['sent_bytes']} B"
+                )
+
+    run_command(body)
+
+
 # --- drills ----------------------------------------------------------------------------------
 
 
@@ -579,6 +745,302 @@ def drills_schema() -> None:
     from harness import drill
 
     _emit_json(drill.json_schema())
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+@main.group("identity")
+def identity_group() -> None:
+    """The directory on-prem and its replica in the recovery site: status, users."""
+
+
+@identity_group.command("status")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def identity_status(name: str, as_json: bool) -> None:
+    """Each directory's entries, contextCSN, last sync and the replica's lag."""
+    from harness import identity
+
+    def body() -> None:
+        sts = identity.status(name)
+        if as_json:
+            _emit_json([st.to_json() for st in sts])
+            return
+        click.echo(
+            f"{'HOST':8} {'ROLE':9} {'SITE':8} {'UP':3} {'ENTRIES':>7} {'USERS':>5} "
+            f"{'SYNCED TO':29} LAG"
+        )
+        for st in sts:
+            synced = st.to_json()["synced_to_iso"] or "-"
+            lag = "-" if st.lag_s is None else f"{st.lag_s:.1f}s (every {st.sync_interval_s}s)"
+            click.echo(
+                f"{st.host:8} {st.role:9} {st.site or '-':8} {'yes' if st.reachable else 'NO':3} "
+                f"{st.entries if st.entries is not None else '-':>7} "
+                f"{st.users if st.users is not None else '-':>5} {synced:29} {lag}"
+            )
+            if st.error:
+                click.echo(f"  {st.error}")
+
+    run_command(body)
+
+
+@identity_group.group("user")
+def identity_user_group() -> None:
+    """Create and change users on-prem; the replica gets the change at its next sync."""
+
+
+def _groups_opt(values: tuple[str, ...]) -> list[str]:
+    return [g for v in values for g in v.split(",") if g]
+
+
+def _new_password(from_stdin: bool) -> str | None:
+    """A password read from stdin's first line, or None (one is generated)."""
+    if not from_stdin:
+        return None
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        from harness.errors import UsageError
+
+        raise UsageError("--password-stdin: no password on standard input")
+    return line
+
+
+_pw_stdin_opt = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from stdin (else one is generated)."
+)
+_show_pw_opt = click.option(
+    "--show-password", is_flag=True, help="Print the password on stdout (never printed otherwise)."
+)
+
+
+@identity_user_group.command("add")
+@click.argument("user")
+@click.option("--groups", "groups", multiple=True, help="Groups, comma-separated (repeatable).")
+@click.option("--display-name", default="", help="The user's display name.")
+@_pw_stdin_opt
+@_show_pw_opt
+@_name_opt
+def identity_user_add(
+    user: str,
+    groups: tuple[str, ...],
+    display_name: str,
+    password_stdin: bool,
+    show_password: bool,
+    name: str,
+) -> None:
+    """Create USER on-prem, with a password from stdin or a generated one (kept for drills)."""
+    from harness import identity
+
+    def body() -> None:
+        pw = _new_password(password_stdin)
+        creds = identity.add_user(name, user, _groups_opt(groups), pw, display_name=display_name)
+        click.echo(f"user {user}: created on-prem ({creds.dn})", err=True)
+        if show_password:
+            click.echo(creds.password)
+
+    run_command(body)
+
+
+@identity_user_group.command("passwd")
+@click.argument("user")
+@_pw_stdin_opt
+@_show_pw_opt
+@_name_opt
+def identity_user_passwd(user: str, password_stdin: bool, show_password: bool, name: str) -> None:
+    """Set USER's password on-prem (from stdin, or generated)."""
+    from harness import identity
+
+    def body() -> None:
+        creds = identity.set_password(name, user, _new_password(password_stdin))
+        click.echo(f"user {user}: password changed on-prem", err=True)
+        if show_password:
+            click.echo(creds.password)
+
+    run_command(body)
+
+
+@identity_user_group.command("disable")
+@click.argument("user")
+@_name_opt
+def identity_user_disable(user: str, name: str) -> None:
+    """Disable USER on-prem: apps refuse it (403) once the change reaches their directory."""
+    run_command(_set_disabled(name, user, True))
+
+
+@identity_user_group.command("enable")
+@click.argument("user")
+@_name_opt
+def identity_user_enable(user: str, name: str) -> None:
+    """Enable a disabled USER on-prem."""
+    run_command(_set_disabled(name, user, False))
+
+
+def _set_disabled(lab_name: str, user: str, disabled: bool) -> Callable[[], None]:
+    def body() -> None:
+        from harness import identity
+
+        identity.set_disabled(lab_name, user, disabled)
+        click.echo(f"user {user}: {'disabled' if disabled else 'enabled'} on-prem")
+
+    return body
+
+
+@identity_user_group.command("groups")
+@click.argument("user")
+@click.argument("groups", nargs=-1)
+@_name_opt
+def identity_user_groups(user: str, groups: tuple[str, ...], name: str) -> None:
+    """Make GROUPS exactly USER's groups on-prem (none: no group)."""
+    from harness import identity
+
+    def body() -> None:
+        info = identity.set_groups(name, user, _groups_opt(groups))
+        click.echo(f"user {user}: groups {', '.join(info.groups) or '(none)'}")
+
+    run_command(body)
+
+
+@identity_user_group.command("list")
+@click.option("--site", default=None, help="Whose directory (default: on-prem).")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the users as JSON.")
+def identity_user_list(site: str | None, name: str, as_json: bool) -> None:
+    """The users of a site's directory, their groups and whether they are disabled."""
+    from dataclasses import asdict
+
+    from harness import identity
+
+    def body() -> None:
+        found = identity.users(name, site)
+        if as_json:
+            _emit_json([asdict(u) for u in found])
+            return
+        for u in found:
+            flag = " (disabled)" if u.disabled else ""
+            click.echo(f"{u.name:16} {', '.join(u.groups) or '-'}{flag}")
+
+    run_command(body)
+
+
+# --- failover ---------------------------------------------------------------------------------
+
+
+def _print_job(j: Any, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    if as_json:
+        _emit_json(asdict(j))
+        return
+    took = (j.ended_at or time.time()) - j.started_at
+    click.echo(f"{j.id}: {j.status} in {took:.1f}s")
+    for s in j.steps:
+        dur = (s.end or time.time()) - s.start
+        click.echo(f"  {s.start - j.started_at:6.1f}s  {s.name:40} {s.status:10} {dur:.1f}s")
+    if j.error:
+        click.echo(f"  error: {j.error}")
+    if j.hint:
+        click.echo(f"  next: {j.hint}")
+
+
+@main.command("failover")
+@_name_opt
+@click.option("--test", "test", is_flag=True, help="Test failover into an isolated network.")
+@click.option("--cleanup-test", is_flag=True, help="Remove the test failover.")
+@click.option("--planned", is_flag=True, help="Stop the source, sync, fail over: no data loss.")
+@click.option(
+    "--point",
+    default="latest",
+    show_default=True,
+    help="latest | latest-processed | latest-app-consistent | latest-multi-vm | a point id.",
+)
+@click.option("--plan", "plan_name", help="Run a recovery plan from the topology.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def failover_cmd(
+    name: str,
+    test: bool,
+    cleanup_test: bool,
+    planned: bool,
+    point: str,
+    plan_name: str | None,
+    as_json: bool,
+) -> None:
+    """Fail the protected hosts over to the recovery site (unplanned unless --planned)."""
+    from harness import failover
+
+    def body() -> None:
+        if sum([test, cleanup_test, planned]) > 1:
+            from harness.errors import UsageError
+
+            raise UsageError("choose one of --test, --cleanup-test and --planned")
+        if test:
+            j = failover.test_failover(name, point, progress=_progress)
+        elif cleanup_test:
+            j = failover.cleanup_test(name, progress=_progress)
+        else:
+            j = failover.failover(
+                name, planned=planned, point=point, plan=plan_name, progress=_progress
+            )
+        _print_job(j, as_json)
+
+    run_command(body)
+
+
+def _simple_job(fn_name: str, doc: str) -> None:
+    @main.command(fn_name, help=doc)
+    @_name_opt
+    @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+    def cmd(name: str, as_json: bool) -> None:
+        from harness import failover
+
+        run_command(
+            lambda: _print_job(getattr(failover, fn_name)(name, progress=_progress), as_json)
+        )
+
+    cmd.__doc__ = doc
+
+
+_simple_job("commit", "Commit the failover: delete the other recovery points, as Azure does.")
+_simple_job("reprotect", "Replicate the active site back to the other (by deltas where possible).")
+_simple_job("failback", "Planned failover back to on-prem (after reprotect).")
+
+
+@main.group("jobs", invoke_without_command=True)
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@click.pass_context
+def jobs_group(ctx: click.Context, name: str, as_json: bool) -> None:
+    """List the lab's failover jobs (drill jobs show ID for one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dataclasses import asdict
+
+    from harness import failover
+
+    def body() -> None:
+        lab.open_lab(name)
+        js = failover.jobs(name)
+        if as_json:
+            _emit_json([asdict(j) for j in js])
+            return
+        if not js:
+            click.echo("no jobs")
+        for j in js:
+            took = (j.ended_at or time.time()) - j.started_at
+            click.echo(f"{j.id:24} {j.status:11} {took:6.1f}s  {len(j.steps)} steps")
+
+    run_command(body)
+
+
+@jobs_group.command("show")
+@click.argument("job_id")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def jobs_show(job_id: str, name: str, as_json: bool) -> None:
+    """Show one job with its steps."""
+    from harness import failover
+
+    run_command(lambda: _print_job(failover.job(name, job_id), as_json))
 
 
 def _repo_root() -> Path:

@@ -3,7 +3,8 @@
 A drill is an experiment in the Chaos Toolkit sense:
 
     steady_state   users work normally for a while; the error rate must stay under a bound
-    faults         a timed list of faults (``at`` is relative to the end of the steady state)
+    faults         a timed list of faults (``at`` is relative to the end of the steady state);
+                   none for a planned migration or a test failover, whose start is the event
     recovery       what the operators do: nothing, or a failover of some type, ``after`` the
                    first fault
     verification   users keep working on the recovered service for a while
@@ -132,7 +133,7 @@ class Drill(Model):
     topology: str = "enterprise"
     users: Users = Users()
     steady_state: SteadyState = SteadyState()
-    faults: tuple[FaultStep, ...] = Field(min_length=1)
+    faults: tuple[FaultStep, ...] = ()
     recovery: Recovery = Recovery()
     verification: Verification = Verification()
     failback: bool = False
@@ -159,6 +160,10 @@ def parse(data: object, source: str = "<drill>") -> Drill:
     ats = [f.at for f in drill.faults]
     if ats != sorted(ats):
         problems.append(Problem("faults", "faults must be listed in time order (at)"))
+    if not drill.faults and drill.recovery.action not in ("planned-failover", "test-failover"):
+        problems.append(
+            Problem("faults", "a drill needs a fault, unless its recovery is planned or a test")
+        )
     if problems:
         raise TopologyError(source, problems)
     return drill

@@ -2,7 +2,7 @@
 
 It keeps containers, networks and volumes as dictionaries, enforces unique names and
 non-overlapping subnets like the engine does, and answers ``exec`` with success (or what a test
-scripted in ``exec_results``).
+scripted in ``exec_results``); ``test`` commands fail, as a fake container holds no files.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ class FakeRuntime:
             self.execs.append((name, tuple(cmd)))
         if self.exec_results:
             return self.exec_results(name, cmd)
+        if cmd and cmd[0] == "test":  # a fake container holds no files
+            return ExecResult(1, "")
         return ExecResult(0, "")
 
     def run_task(self, spec: ContainerSpec, timeout_s: float = 30) -> ExecResult:

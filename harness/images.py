@@ -5,12 +5,13 @@ Roles and their folders under ``containers/`` (each has a Dockerfile)::
     base      the common layer: python3, iproute2, iptables, ping, procps, curl, tcpdump,
               ca-certificates, dumb-init; FROM the base OS
     web       nginx on :80                             FROM base
-    app       documents/records stand-in on :80        FROM base
+    app       documents/records stand-in on :80        FROM base, + artifact app-wheels
     gateway   wireguard-go, wireguard-tools, nftables  FROM base
     storage   Azurite Blob on :10000 (Node 18)         FROM base, + artifact azurite
     dns       lean CoreDNS v1.15.0                     FROM base, + artifact coredns
     client    dnspython, requests, dig, iperf3         FROM base, + artifact wheels
     directory OpenLDAP slapd on :389                   FROM base
+    replicator ASR process server (harness/replication) FROM base, + replicator-wheels, -code
 
 The base OS is ``debian:bookworm-slim`` when the engine has it, else ``drill/debian:bookworm``
 (made earlier by this module), else a pull of ``debian:bookworm-slim`` is tried for
@@ -58,6 +59,7 @@ ROLES: tuple[str, ...] = (
     "dns",
     "client",
     "directory",
+    "replicator",
 )
 """Every role, in build order (base first: the others are built FROM it)."""
 
@@ -94,12 +96,17 @@ class RoleSpec:
 SPECS: Mapping[str, RoleSpec] = {
     "base": RoleSpec("base", parent=None),
     "web": RoleSpec("web", parent="base"),
-    "app": RoleSpec("app", parent="base"),
+    "app": RoleSpec("app", parent="base", artifacts=(artifacts.APP_WHEELS,)),
     "gateway": RoleSpec("gateway", parent="base"),
     "storage": RoleSpec("storage", parent="base", artifacts=(artifacts.AZURITE,)),
     "dns": RoleSpec("dns", parent="base", artifacts=(artifacts.COREDNS,), exclude=("build",)),
     "client": RoleSpec("client", parent="base", artifacts=(artifacts.WHEELS,)),
     "directory": RoleSpec("directory", parent="base"),
+    "replicator": RoleSpec(
+        "replicator",
+        parent="base",
+        artifacts=(artifacts.REPLICATOR_WHEELS, artifacts.REPLICATOR_CODE),
+    ),
 }
 
 

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import naming, state
+from harness import disks, naming, state
 from harness import topology as topo_mod
-from harness.components import ROLES, START_ORDER, forwarding, gateway
+from harness.components import ROLES, START_ORDER, forwarding, gateway, replicator
 from harness.errors import EngineError, HarnessError, ReadinessError, TeardownError, UsageError
 from harness.plan import GatewayPlan, HostPlan, LabPlan, candidate_spaces, make_plan
 from harness.runtime import ContainerInfo, DockerRuntime, Runtime
@@ -167,6 +167,8 @@ def _refuse_missing_images(rt: Runtime, topo: Topology) -> None:
     if client is None:
         return
     roles = {"gateway"} | {h.role for _, _, h in topo.hosts()}
+    if topo.protection is not None and topo.protection.process_server is not None:
+        roles.add("replicator")
     missing = sorted(set(images.missing_images(client)) & roles)
     if missing:
         raise UsageError(
@@ -218,6 +220,11 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress) -> None:
             rt.create_volume(vname, vlabels)
         if hasattr(mod, "prepare"):
             mod.prepare(plan, hp)
+        if _local_disks(rt):
+            disks.attach(plan, hp)
+    with_replicator = replicator.enabled(plan)
+    if with_replicator:
+        replicator.prepare(plan)
     gws = list(plan.gateways.values())
     for gp in gws:
         gateway.prepare(plan, gp)
@@ -229,11 +236,20 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress) -> None:
         futures = [pool.submit(forwarding.allow, rt, plan, bridges)]
         futures += [pool.submit(rt.run, gateway.spec(plan, gp)) for gp in gws]
         futures += [pool.submit(rt.run, ROLES[hp.role].spec(plan, hp)) for hp in hosts]
+        if with_replicator:
+            futures.append(pool.submit(rt.run, replicator.spec(plan)))
         _raise_first(futures)
         _refuse_exited(rt, plan)
         futures = [pool.submit(gateway.configure, rt, plan, gp) for gp in gws]
         futures += [pool.submit(ROLES[hp.role].configure, rt, plan, hp) for hp in hosts]
+        if with_replicator:
+            futures.append(pool.submit(replicator.configure, rt, plan))
         _raise_first(futures)
+
+
+def _local_disks(rt: Runtime) -> bool:
+    """Disks are loop devices on this machine: only with the real engine, which runs here."""
+    return isinstance(rt, DockerRuntime)
 
 
 def _refuse_exited(rt: Runtime, plan: LabPlan) -> None:
@@ -263,6 +279,11 @@ def _checks(rt: Runtime, plan: LabPlan) -> dict[str, tuple[str, Callable[[], str
         checks[f"{gp.site}-gw"] = (gp.container, _bind_check(gateway.check_ready, rt, plan, gp))
     for hp in plan.hosts.values():
         checks[hp.name] = (hp.container, _bind_check(ROLES[hp.role].check_ready, rt, plan, hp))
+    if replicator.enabled(plan):
+        checks[replicator.COMPONENT] = (
+            replicator.container(plan),
+            lambda: replicator.check_ready(rt, plan),
+        )
     return checks
 
 
@@ -382,6 +403,9 @@ def _teardown(
                 n.name for n in rt.networks(selector)
             ]
             raise TeardownError(f"could not remove within {timeout_s:.0f}s: {', '.join(left)}")
+    # Disks last: no container holds their filesystems any more.
+    if _local_disks(rt):
+        removed += disks.detach(lab) if lab else disks.detach_all()
     if removed:
         progress(f"down: removed {removed} objects")
     return removed
@@ -407,6 +431,7 @@ def status(name: str = "default", *, runtime: Runtime | None = None) -> LabStatu
         f"{gp.site}-gw": (gp.site, "gateway") for gp in plan.gateways.values()
     }
     kinds.update({hp.name: (hp.site, hp.role) for hp in plan.hosts.values()})
+    kinds[replicator.COMPONENT] = (topo.primary_site, "replicator")
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = {
             comp: pool.submit(_health, containers.get(container), check)

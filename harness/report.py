@@ -3,10 +3,10 @@
 ``write(journal, folder)`` writes ``journal.json``, ``requests.jsonl`` (the users' raw request
 log, one JSON line per request, from which every figure can be recomputed), ``junit.xml``
 (each objective a test case, a missed one a failure, a harness error an error) and
-``report.html`` (a timeline chart drawn as
-inline SVG: user success rate, latency, the address users were served from, faults and steps on
-one time axis; and the objectives table). No script and no external resource, so the page opens
-anywhere, offline.
+``report.html``: a timeline chart drawn as inline SVG (user success rate, latency, the
+replication RPO where the lab replicates, the address users were served from, faults and steps
+on one time axis) and the objectives table. No script and no external resource, so the page
+opens anywhere, offline.
 """
 
 from __future__ import annotations
@@ -174,6 +174,21 @@ def _svg(j: Journal) -> str:
         ]
         rows.append(f'<polyline points="{" ".join(pts)}" class="line"/>')
         y += 72
+    if j.replication:
+        pts_r = [
+            (smp["t"] - t0, max((r for r, _ in smp["disks"].values() if r is not None), default=0))
+            for smp in j.replication
+        ]
+        rmax = max((v for _, v in pts_r), default=1.0) or 1.0
+        rows.append(f'<text x="4" y="{y + 30}" class="lbl">replication RPO (s)</text>')
+        rows.append(
+            f'<text x="{LEFT - 4}" y="{y + 8}" class="ax">{rmax:.3g}</text>'
+            f'<text x="{LEFT - 4}" y="{y + 58}" class="ax">0</text>'
+            f'<line x1="{LEFT}" y1="{y + 60}" x2="{W - RIGHT}" y2="{y + 60}" class="axis"/>'
+        )
+        line = " ".join(f"{_x(t, span):.1f},{y + 60 - 60 * v / rmax:.1f}" for t, v in pts_r)
+        rows.append(f'<polyline id="replication-rpo" points="{line}" class="line rpo"/>')
+        y += 72
     rows.append(f'<text x="4" y="{y + 14}" class="lbl">served from</text>')
     for b in series:
         for a in b["addresses"]:
@@ -214,7 +229,7 @@ table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding
 .met{color:#2a7d2a;font-weight:bold}.missed{color:#b00;font-weight:bold}
 .lbl{font-size:12px}.band{font-size:10px;fill:#fff}.ax,.tick{font-size:10px;fill:#555}
 .ax{text-anchor:end}.axis{stroke:#999}.line{fill:none;stroke:#e45756;stroke-width:1.5}
-.fault{stroke:#b00;stroke-dasharray:4 3}
+.fault{stroke:#b00;stroke-dasharray:4 3}.rpo{stroke:#4c78a8}
 """
 
 

@@ -1,6 +1,7 @@
 """The drill runner: a journalled experiment against a real lab.
 
-    setup          the lab comes up (or an existing one is used)
+    setup          the lab comes up
+    initial replication   where the lab replicates, until every disk has a recovery point
     steady-state   synthetic users work; their error rate must stay within the bound
     fault          the drill's faults at their times; heals where ``heal_after`` says
     recovery       the drill's recovery action ``after`` the first fault; with an RTO objective,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -32,10 +34,10 @@ from typing import Any
 import requests
 
 from harness import drill as drill_mod
-from harness import faults, lab, measure, users
+from harness import failover, faults, lab, measure, users
 from harness import topology as topo_mod
 from harness.drill import Drill
-from harness.errors import DrillError, HarnessError, UsageError
+from harness.errors import DrillError, HarnessError
 from harness.lab import LabRef
 from harness.topology import Topology
 
@@ -86,6 +88,7 @@ class Journal:
     objectives: list[Objective] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    replication: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -135,6 +138,53 @@ class Clock:
             sys.stderr.write("\n")
 
 
+class ReplicationSampler:
+    """Samples every protected disk's replication RPO and state once a second, in a thread."""
+
+    def __init__(self, ref: LabRef) -> None:
+        self.ref = ref
+        self.samples: list[dict[str, Any]] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="replication-sampler", daemon=True)
+
+    def __enter__(self) -> ReplicationSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from harness.replication import control
+
+        while not self.stop_event.is_set():
+            try:
+                st = control.status(self.ref.plan.lab, runtime=self.ref.rt)
+                self.samples.append(
+                    {
+                        "t": time.time(),
+                        "replicator": st.replicator,
+                        "disks": {f"{d.host}/{d.disk}": [d.rpo_s, d.state] for d in st.disks},
+                    }
+                )
+            except DrillError:
+                pass  # the lab may be going down, or the site is out: a gap in the series
+            self.stop_event.wait(1.0)
+
+    def summary(self, fault_at: float) -> dict[str, Any]:
+        """Max RPO and the states seen, before and after the fault."""
+        rpos = [r for s in self.samples for r, _ in s["disks"].values() if r is not None]
+        states = sorted({st for s in self.samples for _, st in s["disks"].values()})
+        final = self.samples[-1]["disks"] if self.samples else {}
+        return {
+            "max_rpo_s": max(rpos) if rpos else None,
+            "states_seen": states,
+            "final": final,
+            "samples": len(self.samples),
+        }
+
+
 def recovery_addresses(ref: LabRef) -> set[str]:
     """The public addresses of the profile's endpoints in the recovery site."""
     from harness import trafficmanager
@@ -150,9 +200,11 @@ def recovery_addresses(ref: LabRef) -> set[str]:
     }
 
 
-def surviving_ids(address: str, path: str, timeout_s: float = 3.0) -> list[str]:
+def surviving_ids(
+    address: str, path: str, auth: tuple[str, str] | None = None, timeout_s: float = 3.0
+) -> list[str]:
     """The ids of the items the app at ``address`` holds now."""
-    r = requests.get(f"http://{address}{path}", timeout=timeout_s)
+    r = requests.get(f"http://{address}{path}", auth=auth, timeout=timeout_s)
     r.raise_for_status()
     return [item["id"] for item in r.json().get("items", [])]
 
@@ -180,8 +232,6 @@ def run(
     topo = topo_mod.load(topo_path)
     drill_mod.check_against(d, topo, str(drill_mod.resolve(drill_ref)))
     lab.check_lab_name(name)
-    if d.recovery.action != "none" or d.failback:
-        _failover_module()  # refuse now, not mid-drill, if failover is unavailable
     j = Journal(d.name, d.description, topo.name, name, seed, time.time())
     ref: LabRef | None = None
     users_run: users.UsersRun | None = None
@@ -220,7 +270,71 @@ def _execute(
     )
     run_id = f"{d.name}-{int(j.started_at)}"
     users_run = users.start(ref, cfg, run_id)
+    sampler = ReplicationSampler(ref) if replicates(ref) else None
+    with sampler or contextlib.nullcontext():
+        fault_at, ids = _experiment(d, ref, j, users_run, progress)
+    if sampler is not None:
+        j.replication = sampler.samples
+        j.measurements["replication"] = sampler.summary(fault_at)
+    users.stop(ref, users_run)
+    reqs = users.read(users_run)
+    j.requests = reqs
+    if fault_at:
+        _measure(d, ref, j, reqs, fault_at, ids)
 
+    if d.failback and fault_at:
+        with j.step("failback", progress) as st:
+            # The site is repaired first, as it would be before anyone fails back to it.
+            if faults.active(ref.plan.lab):
+                faults.heal(ref.plan.lab)
+            st.evidence = failover.failback_all(ref.plan.lab, progress=progress)
+    return users_run
+
+
+INITIAL_REPLICATION_TIMEOUT_S = 300.0
+
+
+def _wait_protected(ref: LabRef, timeout_s: float) -> dict[str, Any]:
+    """Wait until every protected disk has a recovery point (Protected); what it took."""
+    from harness.replication import control
+
+    t0 = time.monotonic()
+    while True:
+        st = control.status(ref.plan.lab, runtime=ref.rt)
+        waiting = [f"{d.host}/{d.disk}" for d in st.disks if d.latest_point is None]
+        if not waiting:
+            return {"seconds": round(time.monotonic() - t0, 3), "disks": len(st.disks)}
+        if time.monotonic() - t0 > timeout_s:
+            raise HarnessError(
+                f"initial replication of {', '.join(waiting)} did not finish in {timeout_s:.0f}s"
+            )
+        time.sleep(0.5)
+
+
+def _login(ref: LabRef) -> tuple[str, str] | None:
+    """The synthetic user's login where the apps require one."""
+    if ref.plan.topology.identity is None:
+        return None
+    from harness import identity
+
+    logins = identity.synthetic_users(ref.plan.lab)
+    return logins[0].basic if logins else None
+
+
+def replicates(ref: LabRef) -> bool:
+    """Whether the lab runs a replicator."""
+    p = ref.plan.topology.protection
+    return p is not None and p.process_server is not None
+
+
+def _experiment(
+    d: Drill, ref: LabRef, j: Journal, users_run: users.UsersRun, progress: Progress
+) -> tuple[float, list[str]]:
+    """Steady state, faults and recovery, verification: (event time or 0, ids held after)."""
+
+    if replicates(ref):
+        with j.step("initial replication", progress) as st:
+            st.evidence = _wait_protected(ref, INITIAL_REPLICATION_TIMEOUT_S)
     with j.step("steady-state", progress) as st:
         users.wait_for_requests(users_run, 1)
         t0 = time.time()
@@ -245,7 +359,7 @@ def _execute(
                     f"(bound {d.steady_state.max_error_rate:.1%}): the drill did not start",
                 )
             )
-            return users_run
+            return 0.0, []
 
     fault_at = _fault_and_recover(d, ref, j, users_run, progress)
 
@@ -258,29 +372,9 @@ def _execute(
             raise HarnessError("no user request succeeded during verification")
         ids: list[str] = []
         if measure.acknowledged(reqs):  # read the data back only where users wrote some
-            ids = surviving_ids(serving, d.users.path)
+            ids = surviving_ids(serving, d.users.path, _login(ref))
             st.evidence["items_held"] = len(ids)
-    users.stop(ref, users_run)
-    reqs = users.read(users_run)
-    j.requests = reqs
-    _measure(d, ref, j, reqs, fault_at, ids)
-
-    if d.failback:
-        with j.step("failback", progress) as st:
-            fo = _failover_module()
-            st.evidence = fo.failback(ref.plan.lab, progress=progress)
-    return users_run
-
-
-def _failover_module() -> Any:
-    try:
-        from harness import failover  # type: ignore[attr-defined]
-    except ImportError:
-        raise UsageError(
-            "this drill needs failover orchestration (drill failover), which this version of "
-            "drill does not have yet"
-        ) from None
-    return failover
+    return fault_at, ids
 
 
 def _fault_and_recover(
@@ -294,7 +388,7 @@ def _fault_and_recover(
         events.append((f.at, "fault", i))
         if f.heal_after is not None:
             events.append((f.at + f.heal_after, "heal", i))
-    first_at = d.faults[0].at
+    first_at = d.faults[0].at if d.faults else 0.0
     if d.recovery.action != "none":
         events.append((first_at + d.recovery.after, "recover", None))
     events.sort(key=lambda e: e[0])
@@ -320,6 +414,8 @@ def _fault_and_recover(
                     faults.heal(ref.plan.lab, injected[arg])
                     progress(f"[{now - j.started_at:7.1f}s] fault {injected[arg]} healed")
                 else:
+                    if not d.faults:  # a planned migration or test: its start is the event
+                        fault_at = time.time()
                     _recover(d, ref, j, progress)
                 continue
             if waiting_rto and now >= fault_at:
@@ -340,9 +436,8 @@ def _fault_and_recover(
 
 
 def _recover(d: Drill, ref: LabRef, j: Journal, progress: Progress) -> None:
-    fo = _failover_module()
     with j.step(f"recovery: {d.recovery.action}", progress) as st:
-        st.evidence = fo.run_recovery(
+        st.evidence = failover.run_recovery(
             ref.plan.lab,
             d.recovery.action,
             point=d.recovery.point,

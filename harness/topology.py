@@ -10,6 +10,8 @@ A topology file (YAML, ``topologies/*.yaml``) describes the design being rehears
     tunnel       the site-to-site VPN between the two gateways
     traffic_manager, protection, recovery_plans
                  the DNS failover profile, the Site Recovery policy and the recovery plans
+    identity     the on-prem directory, its replica in the recovery site, the sync interval,
+                 groups and users (passwords are made per lab at ``up``, never written here)
 
 Loading is side-effect free and happens in three passes, all before any container exists:
 YAML parsing (duplicate keys rejected), schema validation (unknown keys and wrong types
@@ -146,6 +148,9 @@ class Host(Model):
     disks: tuple[Disk, ...] = ()
     recovery: Placement | None = None
     storage: StorageAccount | None = None
+    backends: dict[Name, Name] = Field(
+        default={}, description="web hosts: path prefix -> app host it is proxied to"
+    )
     description: str = ""
 
 
@@ -270,6 +275,13 @@ class Policy(Model):
     rpo_threshold_s: float = Field(default=3600, gt=0)
 
 
+class ProcessServer(Model):
+    """Where the replicator (ASR's process server) runs: an address in the primary site."""
+
+    subnet: Name
+    address: IPv4
+
+
 class Protection(Model):
     """Which hosts Site Recovery protects, where to, and how."""
 
@@ -279,6 +291,9 @@ class Protection(Model):
     hosts: tuple[Name, ...]
     groups: dict[Name, tuple[Name, ...]] = Field(
         default={}, description="replication groups: multi-VM consistent points"
+    )
+    process_server: ProcessServer | None = Field(
+        default=None, description="where the replicator runs; without it nothing replicates"
     )
 
 
@@ -293,6 +308,51 @@ class RecoveryPlan(Model):
 
     groups: tuple[PlanGroup, ...] = Field(min_length=1, max_length=7)
     timeout_s: float = Field(default=600, gt=0)
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+UserName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9._-]{0,31}$")]
+Domain = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
+    ),
+]
+RESERVED_GROUPS = frozenset({"disabled"})
+"""Group names the directory keeps for itself (``disabled`` marks disabled accounts)."""
+AZURE_MIN_SYNC_INTERVAL_S = 1800
+"""Azure AD Connect's default (and the fastest it supports) sync cycle: 30 minutes."""
+
+
+class DirectoryUser(Model):
+    """A user seeded into the on-prem directory. Passwords never live in the topology."""
+
+    groups: tuple[Name, ...] = ()
+    disabled: bool = False
+    synthetic: bool = Field(default=False, description="drills' synthetic users log in as this")
+    display_name: str = ""
+
+
+class Identity(Model):
+    """The on-prem directory (AD stand-in) and its replica in the recovery site (Azure AD)."""
+
+    domain: Domain = Field(description="the directory's DNS domain; the suffix follows it")
+    directory: Name = Field(description="the on-prem directory host (role directory)")
+    replica: Name | None = Field(default=None, description="the recovery-site replica host")
+    sync_interval_s: int = Field(
+        default=AZURE_MIN_SYNC_INTERVAL_S,
+        ge=1,
+        description="how often the replica pulls changes (Azure AD Connect: 30 minutes)",
+    )
+    groups: tuple[Name, ...] = ("readers", "editors")
+    read_groups: tuple[Name, ...] = Field(
+        default=("readers", "editors"), description="members may read (GET) in the apps"
+    )
+    write_groups: tuple[Name, ...] = Field(
+        default=("editors",), description="members may write (POST) in the apps"
+    )
+    users: dict[UserName, DirectoryUser] = {}
 
 
 # --- the whole topology -----------------------------------------------------------------------
@@ -313,6 +373,7 @@ class Topology(Model):
     traffic_manager: TrafficManager | None = None
     protection: Protection | None = None
     recovery_plans: dict[Name, RecoveryPlan] = {}
+    identity: Identity | None = None
 
     # Derived views -----------------------------------------------------------------------
 
@@ -469,6 +530,8 @@ def cross_check(t: Topology) -> list[Problem]:
         _check_protection(t, t.protection, add)
     for pname, plan in t.recovery_plans.items():
         _check_plan(t, pname, plan, add)
+    if t.identity is not None:
+        _check_identity(t, t.identity, add)
     return problems
 
 
@@ -565,12 +628,42 @@ def _check_hosts(t: Topology, add: Any) -> None:
         if host.public_address is not None:
             claim(host.public_address, f"{hpath}.public_address")
         _check_role(host, hpath, add)
+        _check_backends(t, site_name, host, hpath, add)
         if host.recovery is not None:
             _check_placement(t, site_name, host.recovery, f"{hpath}.recovery", add, claim)
         disk_names = [d.name for d in host.disks]
         for i, dname in enumerate(disk_names):
             if dname in disk_names[:i]:
                 add(f"{hpath}.disks[{i}].name", f"duplicate disk name {dname!r}")
+    ps = t.protection.process_server if t.protection else None
+    if ps is not None:
+        _check_process_server(t, ps, add, claim)
+
+
+def _check_process_server(t: Topology, ps: ProcessServer, add: Any, claim: Any) -> None:
+    path = "protection.process_server"
+    site = t.sites.get(t.primary_site) if "primary" in [s.kind for s in t.sites.values()] else None
+    if site is None:
+        return
+    if ps.subnet not in site.subnets:
+        add(f"{path}.subnet", f"unknown subnet {ps.subnet!r} of site {t.primary_site!r}")
+    elif why := _usable(site.subnets[ps.subnet], ps.address):
+        add(f"{path}.address", why)
+    claim(ps.address, f"{path}.address")
+
+
+def _check_backends(t: Topology, site: str | None, host: Host, hpath: str, add: Any) -> None:
+    for prefix, target in host.backends.items():
+        path = f"{hpath}.backends.{prefix}"
+        try:
+            backend = t.host(target)
+        except KeyError:
+            add(path, f"unknown host {target!r}")
+            continue
+        if backend.role != "app" or t.site_of(target) != site:
+            add(path, f"{target!r} must be an app host in the same site")
+        elif host.recovery is not None and backend.recovery is None:
+            add(path, f"{target!r} needs a recovery placement: this web host fails over")
 
 
 def _check_role(host: Host, hpath: str, add: Any) -> None:
@@ -578,6 +671,8 @@ def _check_role(host: Host, hpath: str, add: Any) -> None:
         add(f"{hpath}.app", "an app host needs app: documents or records")
     if host.role != "app" and host.app is not None:
         add(f"{hpath}.app", "only app hosts take app")
+    if host.backends and host.role != "web":
+        add(f"{hpath}.backends", "only web hosts proxy to backends")
     if host.role == "storage" and host.storage is None:
         add(f"{hpath}.storage", "a storage host needs its account and key")
     if host.role != "storage" and host.storage is not None:
@@ -690,10 +785,14 @@ def _check_protection(t: Topology, p: Protection, add: Any) -> None:
             continue
         if h.recovery is None:
             add(f"{base}.hosts[{i}]", f"{hname!r} has no recovery placement")
+        if not h.disks:
+            add(f"{base}.hosts[{i}]", f"{hname!r} has no data disk to replicate")
         if hname in p.hosts[:i]:
             add(f"{base}.hosts[{i}]", f"{hname!r} is listed twice")
     grouped: dict[str, str] = {}
     for gname, members in p.groups.items():
+        if len(members) > 16:
+            add(f"{base}.groups.{gname}", "a replication group holds at most 16 hosts")
         for i, hname in enumerate(members):
             if hname not in p.hosts:
                 add(f"{base}.groups.{gname}[{i}]", f"{hname!r} is not a protected host")
@@ -720,3 +819,42 @@ def _check_plan(t: Topology, pname: str, plan: RecoveryPlan, add: Any) -> None:
             if hname in seen:
                 add(path, f"{hname!r} appears twice in the plan")
             seen.add(hname)
+
+
+def _check_identity(t: Topology, ident: Identity, add: Any) -> None:
+    base = "identity"
+    hosts = [("directory", ident.directory, "primary")]
+    if ident.replica is not None:
+        hosts.append(("replica", ident.replica, "recovery"))
+    for key, hname, kind in hosts:
+        try:
+            host = t.host(hname)
+            site = t.site_of(hname)
+        except KeyError:
+            add(f"{base}.{key}", f"unknown host {hname!r}")
+            continue
+        if host.role != "directory":
+            add(f"{base}.{key}", f"{hname!r} is not a host of role directory")
+        if site is None or t.sites[site].kind != kind:
+            add(f"{base}.{key}", f"{hname!r} must be in the {kind} site")
+    if t.timing == "azure" and ident.sync_interval_s < AZURE_MIN_SYNC_INTERVAL_S:
+        add(
+            f"{base}.sync_interval_s",
+            f"Azure AD Connect syncs every {AZURE_MIN_SYNC_INTERVAL_S} s at the fastest "
+            "(timing: fast allows less)",
+        )
+    for i, g in enumerate(ident.groups):
+        if g in RESERVED_GROUPS:
+            add(f"{base}.groups[{i}]", f"{g!r} is reserved (disabled accounts are its members)")
+        if g in ident.groups[:i]:
+            add(f"{base}.groups[{i}]", f"group {g!r} is listed twice")
+    for key in ("read_groups", "write_groups"):
+        for i, g in enumerate(getattr(ident, key)):
+            if g not in ident.groups:
+                add(f"{base}.{key}[{i}]", f"unknown group {g!r}")
+    for uname, user in ident.users.items():
+        for i, g in enumerate(user.groups):
+            if g not in ident.groups:
+                add(f"{base}.users.{uname}.groups[{i}]", f"unknown group {g!r}")
+            elif g in user.groups[:i]:
+                add(f"{base}.users.{uname}.groups[{i}]", f"group {g!r} is listed twice")

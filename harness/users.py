@@ -4,12 +4,14 @@
 name through the lab's DNS server honouring TTLs, and logs every request as a JSON line into
 ``<lab state>/clients/<host>/<run>.jsonl`` (the folder is mounted into the container), so the
 harness reads the log without entering the container. Each run has an id so that several runs
-in one lab keep separate logs.
+in one lab keep separate logs. Where the topology's apps require logins, the users log in as
+its synthetic user; the password reaches the container in a 0600 file, never on a command line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,18 @@ def start(
         "--log", f"{client.LOG_DIR}/{log_name}",
         "--user-id", run_id,
     ]  # fmt: skip
+    # Where the site's apps require logins, users log in as the topology's synthetic user.
+    if ref.plan.topology.identity is not None:
+        from harness import identity
+
+        logins = identity.synthetic_users(ref.plan.lab)
+        if not logins:
+            raise UsageError("the topology's identity has no user with synthetic: true")
+        secret = log_host.with_suffix(".secret")
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(logins[0].password)
+        args += ["--user", logins[0].user, "--password-file", f"{client.LOG_DIR}/{secret.name}"]
     pidfile = f"{client.LOG_DIR}/{run_id}.pid"
     script = (
         f"nohup python3 {' '.join(args)} >{client.LOG_DIR}/{run_id}.err 2>&1 & echo $! > {pidfile}"
@@ -97,6 +111,7 @@ def stop(ref: LabRef, run: UsersRun, timeout_s: float = 5.0) -> None:
         "sleep 0.1; done; kill -KILL $p 2>/dev/null; exit 0"
     )
     ref.rt.exec(run.container, ["sh", "-c", script])
+    run.log_file.with_suffix(".secret").unlink(missing_ok=True)
 
 
 def read(run: UsersRun) -> list[dict[str, Any]]:

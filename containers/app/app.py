@@ -16,6 +16,14 @@ Python 3 standard library only. One process serves HTTP on port 80 (``APP_PORT``
 ``<kind>`` is ``APP_KIND``: ``documents`` (SharePoint stand-in, the default) or ``records``
 (CRM stand-in). ``DRILL_HOST`` and ``DRILL_SITE`` name this host and its site.
 
+Logins, only when ``LDAP_URL`` is set (``ldap://host:389`` of the site's own directory, with
+``LDAP_BASE``, ``LDAP_READ_GROUPS`` and ``LDAP_WRITE_GROUPS``, comma lists): every request but
+``/health`` and ``/admin/flush`` (the replicator's quiesce hook) needs HTTP Basic auth, checked by
+an LDAP bind as ``uid=<user>,ou=people,<LDAP_BASE>``; groups are the posixGroups under
+``ou=groups`` whose memberUid is the user. GET and HEAD need a read or write group, POST a write
+group. Wrong password or unknown user: 401; member of ``disabled`` or not in a needed group: 403;
+directory unreachable: 503. Passwords and Authorization headers are never logged.
+
 Layout of ``DATA_DIR`` (default /data); every file is written to a temporary file, fsynced,
 renamed into place, and its directory fsynced, so a crash leaves whole items only::
 
@@ -25,6 +33,8 @@ renamed into place, and its directory fsynced, so a crash leaves whole items onl
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -45,6 +55,10 @@ KINDS = ("documents", "records")
 MAX_BODY = 256 * 1024 * 1024
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
 ITEM_RE = re.compile(r"^(\d{10})-([0-9a-f]{32})\.item$")
+USER_RE = re.compile(r"^[a-z][a-z0-9._-]{0,31}$")
+"""User names the directory holds; anything else cannot log in (and never reaches a filter)."""
+LDAP_TIMEOUT_S = 5  # whole seconds: ldap3 packs it into SO_RCVTIMEO
+DISABLED_GROUP = "disabled"
 
 
 def fsync_dir(path: Path) -> None:
@@ -185,12 +199,99 @@ class Store:
             return {"status": "ok", "items": len(names), "seq": self.last_seq()}
 
 
+class Denied(Exception):
+    """A request refused by the login check: HTTP status and a message without secrets."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """``(user, password)`` from an ``Authorization: Basic`` header, or None."""
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+class Auth:
+    """Logins checked by an LDAP bind against the site's directory; groups decide the rest."""
+
+    def __init__(self, url: str, base: str, read_groups: str, write_groups: str) -> None:
+        import ldap3  # only apps with a directory need it
+
+        self.ldap3 = ldap3
+        self.url = url
+        self.base = base
+        self.write = {g for g in write_groups.split(",") if g}
+        self.read = {g for g in read_groups.split(",") if g} | self.write
+
+    def check(self, header: str | None, write: bool) -> str:
+        """The user allowed to do a read (or ``write``); Denied(401|403|503) otherwise."""
+        creds = basic_credentials(header)
+        if creds is None:
+            raise Denied(HTTPStatus.UNAUTHORIZED, "login required")
+        user, password = creds
+        # An empty password would be an anonymous bind, which succeeds: never a login.
+        if not USER_RE.match(user) or not password:
+            raise Denied(HTTPStatus.UNAUTHORIZED, "wrong user name or password")
+        groups = self._groups(user, password)
+        if DISABLED_GROUP in groups:
+            raise Denied(HTTPStatus.FORBIDDEN, f"user {user} is disabled")
+        needed = self.write if write else self.read
+        if not groups & needed:
+            what = "write" if write else "read"
+            raise Denied(HTTPStatus.FORBIDDEN, f"user {user} may not {what} here")
+        return user
+
+    def _groups(self, user: str, password: str) -> set[str]:
+        ldap3 = self.ldap3
+        # get_info=NONE: no schema read after each bind (it costs more than the bind).
+        server = ldap3.Server(self.url, get_info=ldap3.NONE, connect_timeout=LDAP_TIMEOUT_S)
+        conn = ldap3.Connection(
+            server,
+            user=f"uid={user},ou=people,{self.base}",
+            password=password,
+            receive_timeout=LDAP_TIMEOUT_S,
+        )
+        try:
+            if not conn.bind():
+                if conn.result.get("result") == 49:  # invalidCredentials: bad password or user
+                    raise Denied(HTTPStatus.UNAUTHORIZED, "wrong user name or password")
+                raise Denied(HTTPStatus.SERVICE_UNAVAILABLE, "directory refused the bind")
+            conn.search(
+                f"ou=groups,{self.base}",
+                f"(&(objectClass=posixGroup)(memberUid={user}))",
+                attributes=["cn"],
+            )
+            groups: set[str] = set()
+            for entry in conn.response or []:
+                cn = (entry.get("attributes") or {}).get("cn") or []
+                groups.update([cn] if isinstance(cn, str) else cn)
+            return groups
+        except Denied:
+            raise
+        except Exception as e:  # any client failure is "directory unavailable", never a crash
+            # Only the exception's type is reported: no message can carry the password.
+            raise Denied(HTTPStatus.SERVICE_UNAVAILABLE, f"directory: {type(e).__name__}") from e
+        finally:
+            with contextlib.suppress(Exception):
+                conn.unbind()
+
+
 class Handler(BaseHTTPRequestHandler):
     """HTTP front of one Store."""
 
     protocol_version = "HTTP/1.1"
     server_version = "drill-app/1"
     store: Store  # set on the subclass made by serve()
+    auth: Auth | None = None  # set when LDAP_URL is
+    user: str | None = None
 
     def _send(
         self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
@@ -214,8 +315,27 @@ class Handler(BaseHTTPRequestHandler):
     def _parts(self) -> list[str]:
         return [p for p in self.path.split("?", 1)[0].split("/") if p]
 
+    def _allowed(self, write: bool) -> bool:
+        """True if no login is needed or the login passes; else the refusal has been sent."""
+        self.user = None
+        if self.auth is None:
+            return True
+        try:
+            self.user = self.auth.check(self.headers.get("Authorization"), write)
+            return True
+        except Denied as d:
+            # The request body (if any) is left unread: close the connection after answering.
+            self.close_connection = True
+            headers = {"Connection": "close"}
+            if d.status == HTTPStatus.UNAUTHORIZED:
+                headers["WWW-Authenticate"] = 'Basic realm="drill", charset="UTF-8"'
+            body = json.dumps({"status": "error", "error": str(d)}).encode() + b"\n"
+            self._send(d.status, body, "application/json", headers)
+            return False
+
     def do_GET(self) -> None:
         """GET /health, /<kind>, /<kind>/<id>."""
+        self.user = None
         s = self.store
         parts = self._parts()
         if parts == ["health"]:
@@ -232,6 +352,8 @@ class Handler(BaseHTTPRequestHandler):
             if problem is not None:
                 doc["error"] = problem
             self._json(HTTPStatus.OK if problem is None else HTTPStatus.SERVICE_UNAVAILABLE, doc)
+        elif not self._allowed(write=False):
+            return
         elif parts == [s.kind]:
             items = s.list()
             self._json(HTTPStatus.OK, {"kind": s.kind, "count": len(items), "items": items})
@@ -254,8 +376,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """POST /<kind> (store an item), /admin/flush."""
+        self.user = None
         s = self.store
         parts = self._parts()
+        if parts != ["admin", "flush"] and not self._allowed(write=True):
+            return
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             self._error(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
@@ -276,8 +401,9 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"{type(e).__name__}: {e}")
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Access log to stderr, one line per request."""
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+        """Access log to stderr, one line per request: never headers, so never a password."""
+        who = f" user={self.user}" if self.user else ""
+        sys.stderr.write(f"{self.address_string()}{who} {format % args}\n")
 
 
 def serve() -> None:
@@ -294,7 +420,16 @@ def serve() -> None:
     problem = store.writable()
     if problem is not None:
         print(f"warning: {store.data_dir} is not writable: {problem}", file=sys.stderr)
-    handler = type("StoreHandler", (Handler,), {"store": store})
+    auth = None
+    if os.environ.get("LDAP_URL"):
+        auth = Auth(
+            os.environ["LDAP_URL"],
+            os.environ.get("LDAP_BASE", ""),
+            os.environ.get("LDAP_READ_GROUPS", "readers,editors"),
+            os.environ.get("LDAP_WRITE_GROUPS", "editors"),
+        )
+        print(f"logins checked against {auth.url} ({auth.base})", file=sys.stderr)
+    handler = type("StoreHandler", (Handler,), {"store": store, "auth": auth})
     server = ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("APP_PORT", "80"))), handler)
     server.daemon_threads = True
     print(f"drill app ({kind}) serving {store.data_dir} on :{server.server_port}", file=sys.stderr)

@@ -23,6 +23,11 @@ def base_spec(plan: LabPlan, hp: HostPlan, role_image: str, **extra: object) -> 
     # Site hosts set their own routes to the gateway; `exec --privileged` fails on some kernels.
     if hp.site is not None:
         extra.setdefault("cap_add", ("NET_ADMIN",))
+    if hp.host.disks:  # data disks, mounted on the harness host (see harness.disks)
+        from harness import disks
+
+        binds = dict(extra.pop("binds", {}) or {})  # type: ignore[call-overload]
+        extra["binds"] = {**disks.binds(plan, hp), **binds}
     return ContainerSpec(
         name=hp.container,
         image=naming.image_ref(role_image),

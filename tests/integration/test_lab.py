@@ -49,6 +49,7 @@ def test_every_host_is_healthy(minimal_lab: lab.LabStatus) -> None:
         "storage": "storage",
         "dns": "dns",
         "users": "client",
+        "replicator": "replicator",
     }
 
 

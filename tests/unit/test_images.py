@@ -100,7 +100,17 @@ def test_tree_files_excludes_prefixes_only(tmp_path: Path) -> None:
 
 def test_roles_are_in_build_order() -> None:
     assert ROLES[0] == "base"
-    assert set(ROLES) == {"base", "web", "app", "gateway", "storage", "dns", "client", "directory"}
+    assert set(ROLES) == {
+        "base",
+        "web",
+        "app",
+        "gateway",
+        "storage",
+        "dns",
+        "client",
+        "directory",
+        "replicator",
+    }
     for i, role in enumerate(ROLES):
         parent = SPECS[role].parent
         assert parent is None or ROLES.index(parent) < i

@@ -51,7 +51,7 @@ def test_up_creates_labelled_objects_and_down_removes_all(
     rt = FakeRuntime()
     st = lab.up(minimal, "alice", runtime=rt)
     assert st.lab == "alice"
-    assert len(rt.containers_) == 2 + 4  # two gateways, four hosts
+    assert len(rt.containers_) == 2 + 4 + 1  # two gateways, four hosts, the replicator
     assert all(spec.labels[naming.LAB] == "alice" for spec, _ in rt.containers_.values())
     assert rt.volumes_  # the storage account's data volume
     removed = lab.down("alice", runtime=rt)

@@ -1,0 +1,684 @@
+"""The replicator: ASR's process server, replicating every protected disk to a page blob.
+
+Runs as ``python3 -m harness.replication.agent CONFIG`` in the ``replicator`` container (or in
+process, in unit tests, with a ``MemoryPageStore``). Per disk it keeps a shadow (what the head
+blob holds, see ``core``) and loops:
+
+    delta pass   scan the image against the shadow, upload changed blocks (no freeze); this is
+                 also the initial replication, which sends only non-zero blocks
+    point        for one replication group at a time, when its crash-consistent (every N s) or
+                 app-consistent (every M s) point is due: a delta pass; for app-consistent
+                 points, ask each app to flush (POST /admin/flush); freeze every member's
+                 filesystem (FIFREEZE), capture the changed blocks, thaw (the freeze time is
+                 recorded); upload the capture; snapshot every blob; then publish one manifest
+                 per host. A point exists only once its manifest does, and a manifest is
+                 written only after every Put Page and snapshot it needs succeeded.
+    prune        drop points the retention schedule no longer keeps: manifest first, then
+                 the snapshot, so a crash in between leaves an orphan snapshot, never a point
+                 without data; orphans are removed at start.
+    resync       the head blob may differ from the shadow only where a Put Page's outcome is
+                 unknown (failed, or in flight when the process died): those ranges are kept
+                 in ``intent.json`` before every upload and cleared after. After any
+                 interruption they are read back from the blob and compared, block by block;
+                 only blocks that differ are sent. A requested resync compares the whole blob.
+
+State (in STATE_DIR, surviving SIGKILL): ``shadow/<host>/<disk>.img``, ``intent.json``,
+``status.json`` (rewritten atomically every loop; the harness reads it), ``events.jsonl``
+(one line per cycle) and ``requests/resync-<host>`` (written by the harness).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.replication import core
+from harness.replication.core import BLOCK, Extent, Manifest, Retention
+from harness.replication.store import PageStore, StoreError, iter_pieces
+
+log = logging.getLogger("drill.replicator")
+
+FIFREEZE = 0xC0045877
+FITHAW = 0xC0045878
+UPLOAD_WORKERS = 8
+"""Put Pages in flight at once: scattered 4 KiB changes are bound by requests, not bytes."""
+BACKOFF_MAX_S = 2.0
+"""Retries come at most this far apart: a healed tunnel is used again within seconds."""
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    """One protected disk as the replicator sees it."""
+
+    name: str
+    size: int
+    image: str  # path of the raw image (read-only)
+    mount: str | None  # where its filesystem is mounted (for FIFREEZE); None: no freeze
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """One protected host."""
+
+    name: str
+    group: str | None
+    flush_url: str | None
+    disks: tuple[DiskConfig, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the harness writes to the replicator's config file."""
+
+    endpoint: str
+    account: str
+    key: str
+    crash_consistent_s: float
+    app_consistent_s: float | None
+    retention_s: float
+    rpo_threshold_s: float
+    hosts: tuple[HostConfig, ...]
+    routes: tuple[tuple[str, str], ...] = ()  # (subnet, via): set at start, before any request
+    tick_s: float = 0.25
+    delta_interval_s: float = 1.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Config:
+        hosts = tuple(
+            HostConfig(
+                name=h["name"],
+                group=h.get("group"),
+                flush_url=h.get("flush_url"),
+                disks=tuple(DiskConfig(**d) for d in h["disks"]),
+            )
+            for h in data["hosts"]
+        )
+        routes = tuple((r["subnet"], r["via"]) for r in data.get("routes", ()))
+        return cls(**{**data, "hosts": hosts, "routes": routes})
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """Freeze sets: each replication group, and every ungrouped host on its own."""
+        out: dict[str, list[str]] = {}
+        for h in self.hosts:
+            out.setdefault(h.group or f"host:{h.name}", []).append(h.name)
+        return {g: tuple(m) for g, m in out.items()}
+
+
+# --- the filesystem freeze -------------------------------------------------------------------
+
+
+class Freezer:
+    """FIFREEZE/FITHAW on mount points (needs CAP_SYS_ADMIN)."""
+
+    @contextlib.contextmanager
+    def frozen(self, mounts: Sequence[str]) -> Iterator[None]:
+        """Every filesystem frozen for the block; all thawed after, whatever happens."""
+        fds: list[int] = []
+        try:
+            for m in mounts:
+                if not os.path.ismount(m):  # never freeze whatever filesystem holds the path
+                    raise OSError(f"{m} is not a mount point: the disk is not attached")
+                fd = os.open(m, os.O_RDONLY)
+                fds.append(fd)
+                fcntl.ioctl(fd, FIFREEZE, 0)
+            yield
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(fd, FITHAW, 0)
+                os.close(fd)
+
+    def thaw(self, mount: str) -> None:
+        """Thaw a filesystem a killed predecessor may have left frozen (no error if not)."""
+        with contextlib.suppress(OSError):
+            fd = os.open(mount, os.O_RDONLY)
+            try:
+                fcntl.ioctl(fd, FITHAW, 0)
+            finally:
+                os.close(fd)
+
+
+class NoFreezer(Freezer):
+    """No freeze (unit tests, or images with no mounted filesystem)."""
+
+    @contextlib.contextmanager
+    def frozen(self, mounts: Sequence[str]) -> Iterator[None]:
+        yield
+
+    def thaw(self, mount: str) -> None:
+        pass
+
+
+# --- per-disk state --------------------------------------------------------------------------
+
+
+@dataclass
+class DiskRep:
+    """A disk under replication: its config, shadow and counters."""
+
+    host: str
+    cfg: DiskConfig
+    shadow: core.Shadow
+    shadow_path: str
+    uncertain: list[tuple[int, int]] = field(default_factory=list)
+    backlog_bytes: int = 0
+    bytes_sent: int = 0
+    resync_bytes_sent: int = 0
+    puts: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    initial_done: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.host}/{self.cfg.name}"
+
+    @property
+    def blob(self) -> str:
+        return core.head_blob(self.host, self.cfg.name)
+
+    def scan(self) -> list[Extent]:
+        """Blocks where the image differs from the shadow."""
+        fd = os.open(self.cfg.image, os.O_RDONLY)
+        try:
+            return self.shadow.diff_fd(fd)
+        finally:
+            os.close(fd)
+
+
+class Replicator:
+    """The replication loop over every protected disk (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: PageStore,
+        state_dir: str | Path,
+        *,
+        freezer: Freezer | None = None,
+        clock: Callable[[], float] = time.time,
+        flush: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.dir = Path(state_dir)
+        self.freezer = freezer or Freezer()
+        self.clock = clock
+        self.flush = flush or _http_flush
+        self.retention = Retention(cfg.retention_s, cfg.crash_consistent_s)
+        self.groups = cfg.groups()
+        self.hosts = {h.name: h for h in cfg.hosts}
+        self.disks: dict[str, list[DiskRep]] = {}
+        self.seq: dict[str, int] = {}
+        self.points: dict[str, list[tuple[int, float, str]]] = {}
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.next_point: dict[str, float] = {}
+        self.next_app: dict[str, float] = {}
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_delta = 0.0
+        self.resyncing: set[str] = set()
+        self.resync_done: dict[str, str] = {}
+        self.freezes: list[dict[str, Any]] = []
+        self.started_at = clock()
+        self._pool = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS)
+        (self.dir / "shadow").mkdir(parents=True, exist_ok=True)
+        (self.dir / "requests").mkdir(parents=True, exist_ok=True)
+        intent = self._load_intent()
+        for h in cfg.hosts:
+            reps = []
+            for d in h.disks:
+                path = self.dir / "shadow" / h.name / f"{d.name}.img"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                rep = DiskRep(h.name, d, core.Shadow.load(str(path), d.size), str(path))
+                rep.uncertain = [tuple(r) for r in intent.get(rep.key, [])]  # type: ignore[misc]
+                if not path.exists():
+                    rep.uncertain = [(0, d.size)]  # no shadow: compare the whole blob
+                reps.append(rep)
+            self.disks[h.name] = reps
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def thaw_all(self) -> None:
+        """Thaw what a killed predecessor may have left frozen."""
+        for reps in self.disks.values():
+            for d in reps:
+                if d.cfg.mount:
+                    self.freezer.thaw(d.cfg.mount)
+
+    def connect(self) -> None:
+        """Create blobs, read the published points, drop orphan snapshots; StoreError if down."""
+        ensure = getattr(self.store, "ensure_containers", None)
+        if ensure is not None:
+            ensure()
+        now = self.clock()
+        for host, reps in self.disks.items():
+            for d in reps:
+                existed = self.store.ensure_blob(d.blob, d.cfg.size)
+                if not existed:
+                    d.uncertain = []  # a new blob is all zeros, as a fresh shadow is
+            names = self.store.manifests(f"{host}/")
+            manifests = [Manifest.from_bytes(self.store.get_manifest(n)) for n in names]
+            self.points[host] = [(m.seq, m.taken_at, m.type) for m in manifests]
+            self.seq[host] = max((m.seq for m in manifests), default=0)
+            if manifests:
+                newest = max(manifests, key=lambda m: m.seq)
+                self.latest[host] = _point_summary(newest)
+                for d in reps:
+                    d.initial_done = True
+            referenced = {dp.snapshot for m in manifests for dp in m.disks}
+            for d in reps:
+                for snap in self.store.snapshots(d.blob):
+                    if snap not in referenced:
+                        self.store.delete_snapshot(d.blob, snap)
+        for g in self.groups:
+            self.next_point.setdefault(g, now)
+            self.next_app.setdefault(g, now + (self.cfg.app_consistent_s or 0))
+        self._save_intent()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self, stop: Callable[[], bool]) -> None:
+        """Loop until ``stop()``; every failure is recorded and retried with backoff."""
+        connected = False
+        beat = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(beat,), daemon=True)
+        heartbeat.start()
+        while not stop():
+            try:
+                if not connected:
+                    self.connect()
+                    connected = True
+                self.step()
+                self.failures = 0
+            except (StoreError, OSError) as exc:
+                self._failed(exc)
+                connected = connected and not isinstance(exc, OSError)
+            self.write_status()
+            time.sleep(self.cfg.tick_s)
+        beat.set()
+        heartbeat.join()
+        self.write_status()
+
+    def _heartbeat(self, done: threading.Event) -> None:
+        """Rewrite the status every second, so a long upload never looks like a dead agent."""
+        while not done.wait(1.0):
+            with contextlib.suppress(RuntimeError, OSError):  # a dict changed mid-copy: next time
+                self.write_status()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.retry_at = self.clock() + min(BACKOFF_MAX_S, 0.5 * 2 ** (self.failures - 1))
+        msg = f"{type(exc).__name__}: {exc}"
+        log.warning("cycle failed: %s", msg)
+        for reps in self.disks.values():
+            for d in reps:
+                d.last_error, d.last_error_at = msg, self.clock()
+
+    def step(self) -> None:
+        """One turn of the loop: requests, resyncs, due points, or a delta pass."""
+        now = self.clock()
+        if now < self.retry_at:
+            return
+        self._take_requests()
+        for reps in self.disks.values():
+            for d in reps:
+                if d.uncertain:
+                    self.resync(d)
+        due = [g for g, t in self.next_point.items() if t <= now]
+        for g in sorted(due, key=lambda g: self.next_point[g]):
+            app = self.cfg.app_consistent_s is not None and self.next_app[g] <= now
+            self.point(g, app=app)
+        if not due and now - self.last_delta >= self.cfg.delta_interval_s:
+            self.delta_pass()
+        for reps in self.disks.values():
+            for d in reps:
+                d.last_error = None
+
+    def _take_requests(self) -> None:
+        for req in sorted((self.dir / "requests").glob("resync-*")):
+            host = req.name.removeprefix("resync-")
+            token = req.read_text().strip()
+            if host in self.disks:
+                for d in self.disks[host]:
+                    d.uncertain = [(0, d.cfg.size)]
+                self._save_intent()
+                self.resync_done.pop(host, None)
+                for d in self.disks[host]:
+                    self.resync(d)
+                self.resync_done[host] = token
+            req.unlink()
+
+    # --- uploads -------------------------------------------------------------------------------
+
+    def _upload(self, d: DiskRep, extents: list[Extent], *, resync: bool = False) -> int:
+        """Send ``extents`` as Put Pages; the shadow follows what succeeded. Bytes sent."""
+        puts = core.coalesce(extents)
+        if not puts:
+            return 0
+        d.uncertain = core.merge_ranges([*d.uncertain, *((o, len(b)) for o, b in puts)])
+        self._save_intent()
+        results = list(self._pool.map(lambda p: self._put(d, p), puts))
+        done = [p for p, err in zip(puts, results, strict=True) if err is None]
+        for off, data in done:
+            d.shadow.apply(off, data)
+        d.shadow.save(d.shadow_path, [(o, len(b)) for o, b in done])
+        sent = sum(len(b) for _, b in done)
+        d.puts += len(done)
+        if resync:
+            d.resync_bytes_sent += sent
+        else:
+            d.bytes_sent += sent
+        failed = [(o, len(b)) for (o, b), err in zip(puts, results, strict=True) if err]
+        # What succeeded is certain now; failed ranges stay uncertain until a resync.
+        d.uncertain = [] if not failed else core.merge_ranges(failed)
+        self._save_intent()
+        errors = [e for e in results if e is not None]
+        if errors:
+            raise errors[0]
+        return sent
+
+    def _put(self, d: DiskRep, put: Extent) -> StoreError | None:
+        try:
+            self.store.put_page(d.blob, put[0], put[1])
+        except StoreError as exc:
+            return exc
+        return None
+
+    def _sync(self, d: DiskRep) -> tuple[int, int, float]:
+        """An unfrozen delta pass of one disk: (changed bytes, sent bytes, scan seconds)."""
+        t0 = time.monotonic()
+        extents = d.scan()
+        scan_s = time.monotonic() - t0
+        changed = sum(len(b) for _, b in extents)
+        d.backlog_bytes = changed
+        sent = self._upload(d, extents)
+        d.backlog_bytes = 0
+        return changed, sent, scan_s
+
+    def delta_pass(self) -> None:
+        """Continuous replication: every disk's changed blocks, no freeze, no point."""
+        self.last_delta = self.clock()
+        for host, reps in self.disks.items():
+            for d in reps:
+                changed, sent, scan_s = self._sync(d)
+                if changed:
+                    self._event(
+                        kind="delta",
+                        host=host,
+                        disk=d.cfg.name,
+                        changed_bytes=changed,
+                        sent_bytes=sent,
+                        scan_s=round(scan_s, 4),
+                        size=d.cfg.size,
+                    )
+
+    # --- recovery points -----------------------------------------------------------------------
+
+    def point(self, group: str, *, app: bool) -> list[Manifest]:
+        """Take, upload and publish one recovery point of every host in ``group``."""
+        hosts = self.groups[group]
+        reps = [d for h in hosts for d in self.disks[h]]
+        started = time.monotonic()
+        pre_sent = sum(self._sync(d)[1] for d in reps)
+        ptype: core.PointType = "crash-consistent"
+        if app:
+            ptype = "app-consistent"
+            for h in hosts:
+                url = self.hosts[h].flush_url
+                if url:
+                    try:
+                        self.flush(url)
+                    except OSError as exc:
+                        log.warning("flush of %s failed (%s): crash-consistent point", h, exc)
+                        ptype = "crash-consistent"
+        mounts = [d.cfg.mount for d in reps if d.cfg.mount]
+        t0 = time.monotonic()
+        with self.freezer.frozen(mounts):
+            taken_at = self.clock()
+            captures = [(d, d.scan()) for d in reps]
+        freeze_ms = (time.monotonic() - t0) * 1000
+        captured = sum(len(b) for _, ext in captures for _, b in ext)
+        for d, ext in captures:
+            d.backlog_bytes = sum(len(b) for _, b in ext)
+        sent = 0
+        for d, ext in captures:
+            sent += self._upload(d, ext)
+            d.backlog_bytes = 0
+        snaps = {d.key: self.store.snapshot(d.blob) for d in reps}
+        published = []
+        now = self.clock()
+        for h in hosts:
+            seq = self.seq[h] + 1
+            m = Manifest(
+                host=h,
+                seq=seq,
+                type=ptype,
+                taken_at=taken_at,
+                published_at=now,
+                freeze_ms=round(freeze_ms, 3),
+                group=self.hosts[h].group,
+                disks=tuple(
+                    core.DiskPoint(
+                        name=d.cfg.name,
+                        size=d.cfg.size,
+                        snapshot=snaps[d.key],
+                        hash=d.shadow.disk_hash(),
+                        chunk_hashes=b"".join(d.shadow.chunk_hashes()).hex(),
+                    )
+                    for d in self.disks[h]
+                ),
+            )
+            self.store.put_manifest(core.manifest_blob(h, seq), m.to_bytes())
+            self.seq[h] = seq
+            self.points.setdefault(h, []).append((seq, taken_at, ptype))
+            self.latest[h] = _point_summary(m)
+            for d in self.disks[h]:
+                d.initial_done = True
+            published.append(m)
+        self.next_point[group] = taken_at + self.cfg.crash_consistent_s
+        if app and self.cfg.app_consistent_s is not None:
+            self.next_app[group] = taken_at + self.cfg.app_consistent_s
+        self.freezes = [*self.freezes[-199:], {"at": taken_at, "ms": round(freeze_ms, 3)}]
+        self._event(
+            kind="point",
+            group=group,
+            hosts=list(hosts),
+            type=ptype,
+            taken_at=taken_at,
+            seqs={m.host: m.seq for m in published},
+            freeze_ms=round(freeze_ms, 3),
+            prepass_sent_bytes=pre_sent,
+            captured_bytes=captured,
+            sent_bytes=sent,
+            duration_s=round(time.monotonic() - started, 4),
+        )
+        for h in hosts:
+            self.prune(h)
+        return published
+
+    def prune(self, host: str) -> list[int]:
+        """Delete the points of ``host`` that the retention schedule drops."""
+        points = self.points.get(host, [])
+        keep = self.retention.keep(points, self.clock())
+        dropped = [p for p in points if p[0] not in keep]
+        for seq, _, _ in dropped:
+            name = core.manifest_blob(host, seq)
+            m = Manifest.from_bytes(self.store.get_manifest(name))
+            self.store.delete_manifest(name)  # unpublish first: never a point without data
+            for dp in m.disks:
+                self.store.delete_snapshot(core.head_blob(host, dp.name), dp.snapshot)
+        self.points[host] = [p for p in points if p[0] in keep]
+        return [p[0] for p in dropped]
+
+    # --- resync --------------------------------------------------------------------------------
+
+    def resync(self, d: DiskRep) -> int:
+        """Compare the blob with the shadow where uncertain; send only differing blocks."""
+        self.resyncing.add(d.host)
+        self.write_status()
+        started = time.monotonic()
+        compared = 0
+        diffs: list[Extent] = []
+        try:
+            for off, ln in d.uncertain:
+                start = off - off % BLOCK
+                end = min(d.cfg.size, -(-(off + ln) // BLOCK) * BLOCK)
+                for p_off, p_len in iter_pieces(start, end - start):
+                    remote = self.store.read(d.blob, p_off, p_len)
+                    mine = d.shadow.read(p_off, p_len)
+                    compared += p_len
+                    if remote != mine:
+                        for b in range(0, p_len, BLOCK):
+                            if remote[b : b + BLOCK] != mine[b : b + BLOCK]:
+                                diffs.append((p_off + b, mine[b : b + BLOCK]))
+            sent = self._upload(d, diffs, resync=True) if diffs else 0
+            d.uncertain = []
+            self._save_intent()
+        finally:
+            self.resyncing.discard(d.host)
+        self._event(
+            kind="resync",
+            host=d.host,
+            disk=d.cfg.name,
+            compared_bytes=compared,
+            differing_bytes=sum(len(b) for _, b in diffs),
+            sent_bytes=sent,
+            duration_s=round(time.monotonic() - started, 4),
+        )
+        return sent
+
+    # --- state files ---------------------------------------------------------------------------
+
+    def _load_intent(self) -> dict[str, list[list[int]]]:
+        try:
+            data: dict[str, list[list[int]]] = json.loads((self.dir / "intent.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def _save_intent(self) -> None:
+        data = {d.key: d.uncertain for reps in self.disks.values() for d in reps if d.uncertain}
+        _write_atomic(self.dir / "intent.json", data, fsync=True)
+
+    def _event(self, **fields: Any) -> None:
+        fields = {"t": round(self.clock(), 4), **fields}
+        with open(self.dir / "events.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(fields) + "\n")
+
+    def status(self) -> dict[str, Any]:
+        """What the harness reads: per disk state and counters, per host the newest point."""
+        disks = {}
+        for host, reps in self.disks.items():
+            for d in reps:
+                disks[d.key] = {
+                    "host": host,
+                    "disk": d.cfg.name,
+                    "size": d.cfg.size,
+                    "initial_done": d.initial_done,
+                    "resyncing": host in self.resyncing,
+                    "backlog_bytes": d.backlog_bytes,
+                    "bytes_sent": d.bytes_sent,
+                    "resync_bytes_sent": d.resync_bytes_sent,
+                    "puts": d.puts,
+                    "uncertain_bytes": sum(ln for _, ln in d.uncertain),
+                    "last_error": d.last_error,
+                    "last_error_at": d.last_error_at,
+                }
+        return {
+            "updated_at": self.clock(),
+            "started_at": self.started_at,
+            "pid": os.getpid(),
+            "rpo_threshold_s": self.cfg.rpo_threshold_s,
+            "disks": disks,
+            "latest": self.latest,
+            "points": {h: len(p) for h, p in self.points.items()},
+            "freezes": self.freezes[-50:],
+            "resync_done": self.resync_done,
+            "failures": self.failures,
+        }
+
+    def write_status(self) -> None:
+        _write_atomic(self.dir / "status.json", self.status())
+
+
+def _point_summary(m: Manifest) -> dict[str, Any]:
+    return {"seq": m.seq, "taken_at": m.taken_at, "type": m.type, "published_at": m.published_at}
+
+
+def _write_atomic(path: Path, data: object, *, fsync: bool = False) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _http_flush(url: str) -> None:
+    """Ask an app to flush and quiesce (its /admin/flush); OSError if it does not answer 200."""
+    req = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        if resp.status != 200:
+            raise OSError(f"{url} answered {resp.status}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the replicator container: ``agent CONFIG [STATE_DIR]``."""
+    from harness.replication.store import AzurePageStore
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python3 -m harness.replication.agent CONFIG [STATE_DIR]", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # it logs every request at INFO
+    cfg = Config.from_json(json.loads(Path(args[0]).read_text()))
+    # Routes first: a request sent before them would wait out a connect timeout.
+    for subnet, via in cfg.routes:
+        subprocess.run(["ip", "route", "replace", subnet, "via", via], check=True, timeout=10)
+    state_dir = args[1] if len(args) > 1 else "/state"
+    store = AzurePageStore(cfg.endpoint, cfg.account, cfg.key)
+    rep = Replicator(cfg, store, state_dir)
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    rep.thaw_all()
+    log.info("replicating %d disk(s) to %s", sum(map(len, rep.disks.values())), cfg.endpoint)
+    rep.write_status()
+    rep.run(lambda: stopping)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
