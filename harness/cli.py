@@ -955,6 +955,9 @@ def _print_job(j: Any, as_json: bool) -> None:
     help="latest | latest-processed | latest-app-consistent | latest-multi-vm | a point id.",
 )
 @click.option("--plan", "plan_name", help="Run a recovery plan from the topology.")
+@click.option(
+    "--auto-confirm", is_flag=True, help="Confirm the plan's manual actions without waiting."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def failover_cmd(
     name: str,
@@ -963,6 +966,7 @@ def failover_cmd(
     planned: bool,
     point: str,
     plan_name: str | None,
+    auto_confirm: bool,
     as_json: bool,
 ) -> None:
     """Fail the protected hosts over to the recovery site (unplanned unless --planned)."""
@@ -979,7 +983,12 @@ def failover_cmd(
             j = failover.cleanup_test(name, progress=_progress)
         else:
             j = failover.failover(
-                name, planned=planned, point=point, plan=plan_name, progress=_progress
+                name,
+                planned=planned,
+                point=point,
+                plan=plan_name,
+                auto_confirm=auto_confirm,
+                progress=_progress,
             )
         _print_job(j, as_json)
 
@@ -1041,6 +1050,24 @@ def jobs_show(job_id: str, name: str, as_json: bool) -> None:
     from harness import failover
 
     run_command(lambda: _print_job(failover.job(name, job_id), as_json))
+
+
+@main.group("plan")
+def plan_group() -> None:
+    """Recovery plans in progress."""
+
+
+@plan_group.command("confirm")
+@_name_opt
+def plan_confirm(name: str) -> None:
+    """Confirm the manual action a running recovery plan waits for."""
+    from harness import failover
+
+    def body() -> None:
+        pending = failover.confirm(name)
+        click.echo(f"confirmed {pending['action']} of {pending['job']}: {pending['instruction']}")
+
+    run_command(body)
 
 
 def _repo_root() -> Path:

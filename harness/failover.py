@@ -26,6 +26,19 @@ replicator publishes a point only once every block of it is durable), ``latest-a
 ``latest-multi-vm`` (the newest instant shared by every host of a replication group), or a point
 id (sequence number).
 
+Recovery plans: groups run in order, the hosts of a group in parallel; each group has
+pre-actions (before its hosts start) and post-actions (once they are healthy): a script run in a
+host's container (its recovery copy when one runs) or a manual action, which waits for
+``drill plan confirm`` (a flag file, ``<lab state>/plan-confirm``, beside the waiting action in
+``plan-pending.json``) unless the caller auto-confirms; either way the job records it. A failing
+script stops a planned failover but is only logged in an unplanned one, as in Azure. The plan's
+``timeout_s`` bounds the whole job.
+
+A failover that fails or is interrupted is cancelled: the copies it started are removed, the
+source hosts it stopped and the replicator are started again, and the state stays
+``protected``, so it can simply be run again (Azure can cancel only a planned failover; an
+unplanned one here has nothing on-prem to undo).
+
 Recovered copies are named ``drill-<lab>-<host>-dr`` (``-test`` for test copies), labelled like
 every lab object plus ``drill.failover``; their disks are restored to
 ``<lab state>/recovered/<tag>/<host>/<disk>.img`` and mounted beside them.
@@ -37,6 +50,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +67,8 @@ from harness.errors import DrillError, HarnessError, UsageError
 from harness.lab import LabRef, open_lab
 from harness.plan import HostPlan, candidate_spaces, relocate
 from harness.replication import control, core
-from harness.runtime import NetworkSpec
+from harness.runtime import ContainerSpec, NetworkSpec
+from harness.topology import ManualAction, PlanAction, PlanGroup, ScriptAction
 
 Progress = Callable[[str], None]
 FAILOVER_LABEL = "drill.failover"
@@ -340,33 +355,152 @@ def _wait_ready(ref: LabRef, hps: list[HostPlan], timeout_s: float = READY_TIMEO
     return time.monotonic() - t0
 
 
-def _groups(ref: LabRef, plan_name: str | None) -> list[list[str]]:
+def _groups(ref: LabRef, plan_name: str | None) -> list[PlanGroup]:
+    """The groups to run: the plan's, or one group of every protected host without a plan."""
     p = _protection(ref)
     if plan_name is None:
-        return [list(p.hosts)]
+        return [PlanGroup(hosts=tuple(p.hosts))]
     plans = ref.plan.topology.recovery_plans
     if plan_name not in plans:
         raise UsageError(
             f"unknown recovery plan {plan_name!r}; plans: {', '.join(plans) or 'none'}"
         )
-    return [list(g.hosts) for g in plans[plan_name].groups]
+    return list(plans[plan_name].groups)
+
+
+# --- plan actions ----------------------------------------------------------------------------
+
+
+@dataclass
+class Actions:
+    """How plan actions run in one job: planned or not, auto-confirmed or not, until when."""
+
+    planned: bool
+    auto_confirm: bool
+    deadline: float  # time.monotonic() value; the plan's timeout bounds the whole job
+
+
+def _pending_file(lab: str) -> Path:
+    return state.lab_dir(lab) / "plan-pending.json"
+
+
+def _confirm_file(lab: str) -> Path:
+    return state.lab_dir(lab) / "plan-confirm"
+
+
+def confirm(lab: str) -> dict[str, Any]:
+    """Confirm the manual action a running plan waits for; UsageError if none waits."""
+    open_lab(lab)
+    try:
+        pending: dict[str, Any] = json.loads(_pending_file(lab).read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"no recovery plan of lab {lab!r} waits for a manual action") from None
+    state.write_json_atomic(_confirm_file(lab), {"token": pending["token"], "at": time.time()})
+    return pending
+
+
+def _left(deadline: float, what: str) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise HarnessError(f"the recovery plan's timeout expired before {what}")
+    return left
+
+
+def _action_container(ref: LabRef, host: str) -> str:
+    """Where a script for ``host`` runs: its running recovery copy, else the host itself."""
+    running = {
+        c.name for c in ref.rt.containers({naming.LAB: ref.plan.lab}) if c.state == "running"
+    }
+    copy = naming.object_name(ref.plan.lab, f"{host}-dr")
+    return copy if copy in running else ref.plan.hosts[host].container
+
+
+def _describe(action: PlanAction) -> str:
+    if isinstance(action, ScriptAction):
+        return f"script {action.script!r} in {action.container}"
+    return f"manual action {action.manual!r}"
+
+
+def _run_script(ref: LabRef, action: ScriptAction, how: Actions, label: str) -> dict[str, Any]:
+    left = _left(how.deadline, label)
+    container = _action_container(ref, action.container)
+    # coreutils' timeout bounds the script by what is left of the plan's timeout
+    res = ref.rt.exec(container, ["timeout", f"{left:.1f}", "sh", "-c", action.script])
+    detail = {"container": container, "exit_code": res.exit_code, "output": res.output[-2000:]}
+    if not res.ok:
+        why = "timed out" if res.exit_code == 124 else f"exited {res.exit_code}"
+        tail = res.output.strip().splitlines()[-1:] or [""]
+        detail["error"] = f"{label} ({_describe(action)}) {why}: {tail[0]}".rstrip(": ")
+    return detail
+
+
+def _wait_manual(
+    lab: str, job: Job, action: ManualAction, how: Actions, label: str
+) -> dict[str, Any]:
+    if how.auto_confirm:
+        return {"confirmed_by": "auto", "instruction": action.manual}
+    token = secrets.token_hex(6)
+    _confirm_file(lab).unlink(missing_ok=True)
+    state.write_json_atomic(
+        _pending_file(lab),
+        {"job": job.id, "action": label, "instruction": action.manual, "token": token},
+    )
+    try:
+        while True:
+            try:
+                got = json.loads(_confirm_file(lab).read_text())
+            except (OSError, ValueError):
+                got = {}
+            if got.get("token") == token:
+                return {"confirmed_by": "drill plan confirm", "instruction": action.manual}
+            _left(how.deadline, f"{label} ({action.manual!r}) was confirmed")
+            time.sleep(0.2)
+    finally:
+        _pending_file(lab).unlink(missing_ok=True)
+        _confirm_file(lab).unlink(missing_ok=True)
+
+
+def _run_actions(
+    ref: LabRef,
+    job: Job,
+    actions: tuple[PlanAction, ...],
+    where: str,
+    how: Actions,
+    progress: Progress,
+) -> None:
+    """Run a group's pre- or post-actions in order, each a job step."""
+    for i, action in enumerate(actions, 1):
+        label = f"{where} {i}"
+        with job.step(f"{label}: {_describe(action)}", progress) as st:
+            if isinstance(action, ManualAction):
+                if not how.auto_confirm:
+                    progress(f"{job.id}: waiting for {action.manual!r}: run drill plan confirm")
+                st.detail = _wait_manual(ref.plan.lab, job, action, how, label)
+                continue
+            st.detail = _run_script(ref, action, how, label)
+            if "error" in st.detail:
+                if how.planned:
+                    raise HarnessError(f"planned failover stopped: {st.detail['error']}")
+                st.status = "failed"  # an unplanned failover goes on, as in Azure
+                job.result.setdefault("failed_actions", []).append(st.detail["error"])
 
 
 def _bring_up(
     ref: LabRef,
     job: Job,
     points: dict[str, core.Manifest],
-    groups: list[list[str]],
+    groups: list[PlanGroup],
     make: Callable[[str], HostPlan],
     tag: str,
     progress: Progress,
-    timeout_s: float,
+    how: Actions,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
+    """Start the groups in order: pre-actions, hosts in parallel until healthy, post-actions."""
     started: dict[str, Any] = {}
     for i, group in enumerate(groups, 1):
-        with job.step(f"group {i}: {', '.join(group)}", progress) as st:
-            hps = [make(h) for h in group]
+        _run_actions(ref, job, group.pre_actions, f"group {i} pre-action", how, progress)
+        with job.step(f"group {i}: {', '.join(group.hosts)}", progress) as st:
+            hps = [make(h) for h in group.hosts]
 
             def one(hp: HostPlan) -> None:
                 binds = _restore_disks(ref, hp.name, points[hp.name], tag)
@@ -375,14 +509,16 @@ def _bring_up(
             with ThreadPoolExecutor(max_workers=len(hps)) as pool:
                 for f in [pool.submit(one, hp) for hp in hps]:
                     f.result()
-            waited = _wait_ready(ref, hps, max(1.0, deadline - time.monotonic()))
+            waited = _wait_ready(ref, hps, _left(how.deadline, f"group {i} was healthy"))
             st.detail = {
                 "hosts": {
                     hp.name: {"address": hp.address, "point": points[hp.name].seq} for hp in hps
                 },
                 "ready_after_s": round(waited, 3),
+                "healthy_at": time.time(),
             }
             started.update(st.detail["hosts"])
+        _run_actions(ref, job, group.post_actions, f"group {i} post-action", how, progress)
     return started
 
 
@@ -445,13 +581,39 @@ def test_failover(lab: str, point: str = "latest", *, progress: Progress = _quie
             addr = relocate(ipaddress.IPv4Address(ref.plan.addr(pl.address)), ref.plan.space, space)
             return _copy_plan(ref, h, "test", nets[pl.subnet].name, str(addr), None, None)
 
-        job.result["hosts"] = _bring_up(
-            ref, job, points, [list(points)], make, "test", progress, READY_TIMEOUT_S
-        )
-        job.result["points"] = {h: m.seq for h, m in points.items()}
+        how = Actions(planned=False, auto_confirm=True, deadline=time.monotonic() + READY_TIMEOUT_S)
+        group = PlanGroup(hosts=tuple(points))
+        job.result["hosts"] = _bring_up(ref, job, points, [group], make, "test", progress, how)
+        with job.step("isolate the test copies", progress) as s:
+            s.detail = {h: _drop_default_route(ref, make(h)) for h in points}
+        job.result["points"] = {
+            h: {"seq": m.seq, "type": m.type, "taken_at": m.taken_at} for h, m in points.items()
+        }
         st["test"]["hosts"] = job.result["hosts"]
         _write_state(lab, st)
     return job
+
+
+def _drop_default_route(ref: LabRef, hp: HostPlan) -> str:
+    """Remove the default route Docker gives even an internal network: the test has no gateway.
+
+    A one-off task in the copy's network namespace does it, so the copy itself runs without
+    NET_ADMIN and cannot put the route back.
+    """
+    spec = ContainerSpec(
+        name=naming.object_name(ref.plan.lab, f"task-{secrets.token_hex(3)}"),
+        image=naming.image_ref("base"),
+        hostname="",
+        networks=(),
+        labels={naming.LAB: ref.plan.lab, naming.KIND: "task"},
+        command=("sh", "-c", "ip route del default 2>/dev/null; ip route show"),
+        cap_add=("NET_ADMIN",),
+        network_mode=f"container:{hp.container}",
+    )
+    res = ref.rt.run_task(spec)
+    if not res.ok:
+        raise HarnessError(f"isolating the test copy of {hp.name}: {res.output.strip()}")
+    return res.output.strip()
 
 
 def cleanup_test(lab: str, *, progress: Progress = _quiet) -> Job:
@@ -511,22 +673,29 @@ def failover(
     planned: bool = False,
     point: str = "latest",
     plan: str | None = None,
+    auto_confirm: bool = False,
     progress: Progress = _quiet,
 ) -> Job:
-    """Fail the protected hosts over into the recovery site (unplanned unless ``planned``)."""
+    """Fail the protected hosts over into the recovery site (unplanned unless ``planned``).
+
+    ``auto_confirm`` confirms the plan's manual actions at once (drills); otherwise each waits
+    for ``drill plan confirm``. Fails, interrupted or not, are cancelled (see the module).
+    """
     ref = open_lab(lab)
     st = _require(lab, ("protected",), "fail over")
     if st["test"]:
         raise UsageError(
-            "a test failover exists; clean it up first (drill failover --cleanup-test)"
+            f"cannot fail over: lab {lab!r} has a test failover; allowed next: "
+            "drill failover --cleanup-test"
         )
     groups = _groups(ref, plan)
     timeout = ref.plan.topology.recovery_plans[plan].timeout_s if plan else READY_TIMEOUT_S * 2
     p = _protection(ref)
+    running = {c.name for c in ref.rt.containers({naming.LAB: lab}) if c.state == "running"}
+    rep_name = replicator.container(ref.plan)
     if planned:
-        stopped = [c.name for c in ref.rt.containers({naming.LAB: lab}) if c.state != "running"]
-        down = [h for h in p.hosts if ref.plan.hosts[h].container in stopped]
-        if down or replicator.container(ref.plan) in stopped:
+        down = [h for h in p.hosts if ref.plan.hosts[h].container not in running]
+        if down or rep_name not in running:
             raise UsageError(
                 f"cannot shut the source down cleanly ({', '.join(down) or 'the replicator'} not "
                 "running): use an unplanned failover"
@@ -535,32 +704,40 @@ def failover(
     else:
         points = choose_points(ref, point)
     job = _new_job(lab, "planned-failover" if planned else "failover")
-    with _running(job, "see drill jobs show; the recovery copies that started stay up"):
-        if planned:
-            with job.step("shut down the source", progress) as s:
-                hps = [ref.plan.hosts[h] for h in p.hosts]
-                for hp in hps:
-                    _app_flush(hp)
-                for hp in hps:
-                    ref.rt.stop(hp.container, timeout_s=5)
-                stopped_at = time.time()
-                s.detail = {"stopped": [hp.name for hp in hps]}
-            with job.step("final sync", progress) as s:
-                interval = p.policy.crash_consistent_s
-                points = _final_points(ref, stopped_at, timeout_s=interval * 3 + 30)
-                s.detail = {h: {"point": m.seq, "taken_at": m.taken_at} for h, m in points.items()}
-        with job.step("stop replication", progress) as s:
-            name = replicator.container(ref.plan)
-            running = {c.name for c in ref.rt.containers({naming.LAB: lab}) if c.state == "running"}
-            if name in running:
-                ref.rt.stop(name, timeout_s=5)
-            s.detail = {"replicator_was_running": name in running}
-        job.result["points"] = {
-            h: {"seq": m.seq, "type": m.type, "taken_at": m.taken_at} for h, m in points.items()
-        }
-        job.result["hosts"] = _bring_up(
-            ref, job, points, groups, lambda h: recovery_copy(ref, h), "dr", progress, timeout
-        )
+    how = Actions(planned, auto_confirm, time.monotonic() + timeout)
+    stopped: list[HostPlan] = []
+    hint = "cancelled: the lab is protected as before; fix the cause and run drill failover again"
+    with _running(job, hint):
+        try:
+            if planned:
+                with job.step("shut down the source", progress) as s:
+                    hps = [ref.plan.hosts[h] for h in p.hosts]
+                    for hp in hps:
+                        _app_flush(hp)
+                    for hp in hps:
+                        ref.rt.stop(hp.container, timeout_s=5)
+                        stopped.append(hp)
+                    stopped_at = time.time()
+                    s.detail = {"stopped": [hp.name for hp in hps]}
+                with job.step("final sync", progress) as s:
+                    wait = min(p.policy.crash_consistent_s * 3 + 30, _left(how.deadline, "sync"))
+                    points = _final_points(ref, stopped_at, timeout_s=wait)
+                    s.detail = {
+                        h: {"point": m.seq, "taken_at": m.taken_at} for h, m in points.items()
+                    }
+            with job.step("stop replication", progress) as s:
+                if rep_name in running:
+                    ref.rt.stop(rep_name, timeout_s=5)
+                s.detail = {"replicator_was_running": rep_name in running}
+            job.result["points"] = {
+                h: {"seq": m.seq, "type": m.type, "taken_at": m.taken_at} for h, m in points.items()
+            }
+            job.result["hosts"] = _bring_up(
+                ref, job, points, groups, lambda h: recovery_copy(ref, h), "dr", progress, how
+            )
+        except BaseException:
+            _cancel(ref, job, stopped, rep_name in running, progress)
+            raise
         st.update(
             state="failed-over",
             active=ref.plan.topology.recovery_site,
@@ -570,6 +747,22 @@ def failover(
         )
         _write_state(lab, st)
     return job
+
+
+def _cancel(
+    ref: LabRef, job: Job, stopped: list[HostPlan], restart_replicator: bool, progress: Progress
+) -> None:
+    """Undo a failover that did not finish: copies removed, source and replicator restarted."""
+    with job.step("cancel: back to protected", progress) as s:
+        s.detail["removed"] = _remove_copies(ref, "dr")
+        for hp in stopped:
+            ref.rt.start(hp.container)
+            ROLES[hp.role].configure(ref.rt, ref.plan, hp)
+        if stopped:
+            _wait_ready(ref, stopped)
+        if restart_replicator:
+            ref.rt.start(replicator.container(ref.plan))
+        s.detail.update(restarted=[hp.name for hp in stopped], replicator=restart_replicator)
 
 
 def commit(lab: str, *, progress: Progress = _quiet) -> Job:
@@ -737,15 +930,21 @@ def run_recovery(
     *,
     point: str = "latest",
     plan: str | None = None,
+    auto_confirm: bool = True,
     progress: Progress = _quiet,
 ) -> dict[str, Any]:
-    """Run a drill's recovery action; the job's result as evidence."""
+    """Run a drill's recovery action; the job's result as evidence.
+
+    Drills run unattended, so manual plan actions are confirmed at once unless
+    ``auto_confirm`` is False (the job records which).
+    """
+    ac = auto_confirm
     if action == "failover":
-        j = failover(lab, point=point, plan=None, progress=progress)
+        j = failover(lab, point=point, plan=None, auto_confirm=ac, progress=progress)
     elif action == "recovery-plan":
-        j = failover(lab, point=point, plan=plan, progress=progress)
+        j = failover(lab, point=point, plan=plan, auto_confirm=ac, progress=progress)
     elif action == "planned-failover":
-        j = failover(lab, planned=True, plan=plan, progress=progress)
+        j = failover(lab, planned=True, plan=plan, auto_confirm=ac, progress=progress)
     elif action == "test-failover":
         j = test_failover(lab, point=point, progress=progress)
     else:

@@ -469,6 +469,7 @@ def _measure(
             "recovery_addresses": sorted(recovery),
         }
     )
+    j.measurements.update(_cross_check(j, reqs, fault_at, ids))
     j.timeline = measure.success_series(reqs, run_start, end + 1, step=1.0)
     j.faults = [rec.public() for rec in faults.history(ref.plan.lab)]
     o = d.objectives
@@ -513,6 +514,40 @@ def _measure(
                 f"{rate:.1%} of {len(reqs)} user requests failed over the whole drill",
             )
         )
+
+
+POINT_MARGIN_S = 0.05
+"""Writes acknowledged this close to a point's instant may fall either side of it."""
+
+
+def _cross_check(
+    j: Journal, reqs: list[dict[str, Any]], fault_at: float, ids: list[str]
+) -> dict[str, Any]:
+    """The data-plane RPO against the recovery point the failover used.
+
+    Every write acknowledged before the point's instant must have survived, and every lost one
+    must have been acknowledged after it; the point's age at the fault is the RPO Site Recovery
+    would report.
+    """
+    serving = ("recovery: failover", "recovery: recovery-plan", "recovery: planned-failover")
+    points = next((s.evidence.get("points") for s in j.steps if s.name in serving), None)
+    if not points:
+        return {}
+    taken = min(float(p["taken_at"]) for p in points.values())
+    alive = set(ids)
+    acked = measure.acknowledged(reqs, until=fault_at)
+    early_lost = [
+        r["id"] for r in acked if r["end"] < taken - POINT_MARGIN_S and r["id"] not in alive
+    ]
+    late_kept = [r["id"] for r in acked if r["start"] > taken + POINT_MARGIN_S and r["id"] in alive]
+    return {
+        "recovery_point_taken_at": taken,
+        # A planned failover's point is taken after the event: nothing to lose, so 0.
+        "rpo_from_point_s": round(max(0.0, fault_at - taken), 3),
+        "point_consistent": not early_lost and not late_kept,
+        "lost_before_point": early_lost[:20],
+        "kept_after_point": late_kept[:20],
+    }
 
 
 def _rollback(

@@ -224,7 +224,7 @@ class DockerRuntime:
                 spec.image,
                 command=list(spec.command) if spec.command else None,
                 name=spec.name,
-                hostname=spec.hostname,
+                hostname=spec.hostname or None,  # none when sharing a namespace
                 environment=dict(spec.env),
                 labels=dict(spec.labels),
                 host_config=host_config,

@@ -297,10 +297,36 @@ class Protection(Model):
     )
 
 
+class ScriptAction(Model):
+    """A plan action that runs ``sh -c script`` in a host's container (Azure: a runbook).
+
+    The container is the host's recovery copy when one runs, else the host itself; a non-zero
+    exit is a failure, which stops a planned failover and is only logged in an unplanned one.
+    """
+
+    script: str = Field(min_length=1)
+    container: Name = Field(description="the host whose container runs the script")
+
+
+class ManualAction(Model):
+    """A plan action someone does by hand: the plan waits for ``drill plan confirm``."""
+
+    manual: str = Field(min_length=1, description="what to do, shown while the plan waits")
+
+
+PlanAction = ScriptAction | ManualAction
+
+
 class PlanGroup(Model):
-    """One group of a recovery plan: its hosts start in parallel."""
+    """One group of a recovery plan: its hosts start in parallel, between its actions."""
 
     hosts: tuple[Name, ...]
+    pre_actions: tuple[PlanAction, ...] = Field(
+        default=(), description="run in order before the group's hosts start"
+    )
+    post_actions: tuple[PlanAction, ...] = Field(
+        default=(), description="run in order once the group's hosts are healthy"
+    )
 
 
 class RecoveryPlan(Model):
@@ -810,6 +836,7 @@ def _check_protection(t: Topology, p: Protection, add: Any) -> None:
 
 def _check_plan(t: Topology, pname: str, plan: RecoveryPlan, add: Any) -> None:
     protected = set(t.protection.hosts) if t.protection else set()
+    known = {n for _, n, _ in t.hosts()}
     seen: set[str] = set()
     for gi, group in enumerate(plan.groups):
         for hi, hname in enumerate(group.hosts):
@@ -819,6 +846,13 @@ def _check_plan(t: Topology, pname: str, plan: RecoveryPlan, add: Any) -> None:
             if hname in seen:
                 add(path, f"{hname!r} appears twice in the plan")
             seen.add(hname)
+        for kind in ("pre_actions", "post_actions"):
+            for ai, action in enumerate(getattr(group, kind)):
+                if isinstance(action, ScriptAction) and action.container not in known:
+                    add(
+                        f"recovery_plans.{pname}.groups[{gi}].{kind}[{ai}].container",
+                        f"unknown host {action.container!r}",
+                    )
 
 
 def _check_identity(t: Topology, ident: Identity, add: Any) -> None:
