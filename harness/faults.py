@@ -419,3 +419,16 @@ def heal(
             records[records.index(rec)] = done
             healed.append(done)
     return healed
+
+
+def end_all(lab: str, *, now: Callable[[], float] = time.time) -> list[FaultRecord]:
+    """Record every active fault as ended without undoing it: the lab is being removed, which
+    ends them all (healing a site only to delete it would only slow teardown down)."""
+    ended = []
+    with _records(lab) as records:
+        for i, rec in enumerate(records):
+            if rec.active:
+                done = FaultRecord(rec.id, rec.kind, rec.params, rec.started_at, now(), rec.undo)
+                records[i] = done
+                ended.append(done)
+    return ended

@@ -8,7 +8,8 @@
                    the runner waits until the recovery site serves users (the RTO clock)
     verification   users keep working for a while; then the data that survived is read back
     failback       optionally, home again
-    rollback       always: every fault healed, users stopped, the lab taken down (unless kept)
+    rollback       always: users stopped, the lab taken down (which ends every fault); with
+                   ``keep``, the faults are healed and the lab stays up
 
 Every step is recorded with start, end, status and evidence. Measurements come from the users'
 request log (``harness.measure``). The result is JSON first (``journal.json``); JUnit XML, the
@@ -568,8 +569,10 @@ def _rollback(
             except DrillError as exc:
                 errors.append(f"stopping users: {exc}")
         try:
-            if faults.active(ref.plan.lab):
+            if faults.active(ref.plan.lab) and keep:
                 st.evidence["healed"] = [r.id for r in faults.heal(ref.plan.lab)]
+            elif faults.active(ref.plan.lab):  # the teardown ends them
+                st.evidence["ended"] = [r.id for r in faults.end_all(ref.plan.lab)]
         except DrillError as exc:
             errors.append(f"healing: {exc}")
         if not j.faults:
