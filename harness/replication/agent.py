@@ -658,13 +658,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)  # it logs every request at INFO
-    cfg = Config.from_json(json.loads(Path(args[0]).read_text()))
-    # Routes first: a request sent before them would wait out a connect timeout.
-    for subnet, via in cfg.routes:
-        subprocess.run(["ip", "route", "replace", subnet, "via", via], check=True, timeout=10)
-    state_dir = args[1] if len(args) > 1 else "/state"
-    store = AzurePageStore(cfg.endpoint, cfg.account, cfg.key)
-    rep = Replicator(cfg, store, state_dir)
     stopping = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -673,6 +666,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    config = Path(args[0])
+    if not config.exists():
+        # Wait (and stop promptly) rather than exit: the harness writes it before start, and
+        # a bare `docker run` of the image should show why it does nothing.
+        log.error("no configuration at %s; waiting for it", config)
+        while not config.exists() and not stopping:
+            time.sleep(0.2)
+        if stopping:
+            return 0
+    cfg = Config.from_json(json.loads(config.read_text()))
+    # Routes first: a request sent before them would wait out a connect timeout.
+    for subnet, via in cfg.routes:
+        subprocess.run(["ip", "route", "replace", subnet, "via", via], check=True, timeout=10)
+    state_dir = args[1] if len(args) > 1 else "/state"
+    store = AzurePageStore(cfg.endpoint, cfg.account, cfg.key)
+    rep = Replicator(cfg, store, state_dir)
     rep.thaw_all()
     log.info("replicating %d disk(s) to %s", sum(map(len, rep.disks.values())), cfg.endpoint)
     rep.write_status()

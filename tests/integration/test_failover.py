@@ -51,7 +51,7 @@ PLANS: dict[str, Any] = {
             {
                 "hosts": ["app2"],
                 "post_actions": [
-                    {"script": "echo group1-healthy >> /data/plan.log", "container": "app2"}
+                    {"script": "echo group1-healthy >> /tmp/drill-plan.log", "container": "app2"}
                 ],
             },
             {"hosts": ["web1"]},
@@ -318,7 +318,7 @@ def test_plan_group_two_starts_after_group_one_is_healthy(
     assert g2.detail["healthy_at"] >= g2.start
     # the post-action ran in app2's recovery copy, once it was up
     assert post.detail["container"] == naming.object_name(name, "app2-dr")
-    log = rt.exec(naming.object_name(name, "app2-dr"), ["cat", "/data/plan.log"])
+    log = rt.exec(naming.object_name(name, "app2-dr"), ["cat", "/tmp/drill-plan.log"])
     assert log.output.strip() == "group1-healthy"
 
 
