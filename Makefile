@@ -39,8 +39,8 @@ images: engine ## Build every role's image (cached by content)
 	$(DRILL) images build
 
 lint: setup ## ruff and mypy over the package
-	$(BIN)/ruff check harness tests bench
-	$(BIN)/ruff format --check harness tests bench
+	$(BIN)/ruff check harness tests bench examples
+	$(BIN)/ruff format --check harness tests bench examples
 	$(BIN)/mypy
 
 unit: setup ## Fast unit tests, no engine needed

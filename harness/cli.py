@@ -240,20 +240,22 @@ def down(name: str, all_labs: bool) -> None:
 @main.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print the labs as JSON.")
 def ls(as_json: bool) -> None:
-    """List the labs on the engine."""
+    """List the labs (sandboxes) on the engine: age, state, running scenario."""
+    from harness import sandbox
 
     def body() -> None:
-        labs = lab.list_labs()
+        labs = sandbox.list_sandboxes()
         if as_json:
-            _emit_json([s.__dict__ for s in labs])
+            _emit_json([s.to_json() for s in labs])
             return
         if not labs:
             click.echo("no labs")
         for s in labs:
-            age = f"{time.time() - s.created_at:.0f}s" if s.created_at else "?"
+            age = "?" if s.age_s is None else f"{s.age_s:.0f}s"
+            scen = f"  scenario {s.scenario}" if s.scenario else ""
             click.echo(
-                f"{s.lab:16} {s.topology:12} run {s.run_id}  {s.running}/{s.containers} running"
-                f"  age {age}"
+                f"{s.lab:16} {s.topology:12} {s.state:12} age {age:>6}  "
+                f"{s.running}/{s.containers} running  run {s.run_id}{scen}"
             )
 
     run_command(body)
@@ -1066,6 +1068,149 @@ def plan_confirm(name: str) -> None:
     def body() -> None:
         pending = failover.confirm(name)
         click.echo(f"confirmed {pending['action']} of {pending['job']}: {pending['instruction']}")
+
+    run_command(body)
+
+
+# --- sandboxes: shell, logs, scenarios, grading, dashboard ------------------------------------
+
+
+@main.command("shell", context_settings={"ignore_unknown_options": True})
+@click.argument("host")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+@_name_opt
+def shell(host: str, cmd: tuple[str, ...], name: str) -> None:
+    """Open a shell in HOST (as `drill status` names it), or run `-- CMD...` there."""
+    from harness import sandbox
+
+    def body() -> int:
+        if not cmd:
+            sandbox.exec_shell(name, host)  # replaces this process; returns only on error
+        res = sandbox.run(name, host, list(cmd))
+        click.echo(res.output, nl=False)
+        return res.exit_code
+
+    run_command(body)
+
+
+@main.command("logs")
+@click.argument("host")
+@_name_opt
+@click.option("--tail", default=100, show_default=True, help="How many lines.")
+def logs(host: str, name: str, tail: int) -> None:
+    """The last lines of HOST's output."""
+    from harness import sandbox
+
+    run_command(lambda: click.echo(sandbox.logs(name, host, tail), nl=False))
+
+
+@main.group("scenario")
+def scenario_group() -> None:
+    """Training scenarios: inject a disaster into a sandbox; the learner recovers."""
+
+
+@scenario_group.command("list")
+def scenario_list() -> None:
+    """The built-in scenarios (scenarios/*.yaml)."""
+    from harness import scenario
+
+    def body() -> None:
+        for n in scenario.builtin():
+            click.echo(f"{n:16} {scenario.load(n).description}")
+
+    run_command(body)
+
+
+@scenario_group.command("start")
+@click.argument("scenario_ref", metavar="SCENARIO")
+@_name_opt
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the users.")
+def scenario_start(scenario_ref: str, name: str, seed: int) -> None:
+    """Inject SCENARIO's faults into a running sandbox and start its clock (no recovery)."""
+    from harness import scenario
+
+    def body() -> None:
+        rec = scenario.start(name, scenario_ref, seed=seed, progress=_progress)
+        click.echo(
+            f"scenario {rec.scenario} running in {name}: faults {', '.join(rec.faults) or 'none'}"
+            f"; grade with `drill grade --name {name}`"
+        )
+
+    run_command(body)
+
+
+@scenario_group.command("status")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def scenario_status(name: str, as_json: bool) -> None:
+    """The scenario's clock, its faults and how users fare."""
+    from harness import scenario
+
+    def body() -> None:
+        st = scenario.status(name)
+        if as_json:
+            _emit_json(st)
+            return
+        ok = st["recent_success"]
+        click.echo(
+            f"scenario {st['scenario']} {'running' if st['running'] else 'ended'}  "
+            f"T+{st['clock_s']:.0f}s  faults active: {', '.join(st['active_faults']) or 'none'}  "
+            f"users: {st['requests']} requests, last 5s "
+            + ("-" if ok is None else f"{ok:.0%} ok")
+        )
+
+    run_command(body)
+
+
+@scenario_group.command("stop")
+@_name_opt
+@click.option("--heal", is_flag=True, help="Also heal every active fault.")
+def scenario_stop(name: str, heal: bool) -> None:
+    """End the scenario: users stopped (faults healed with --heal); grading still works."""
+    from harness import scenario
+
+    def body() -> None:
+        rec = scenario.stop(name, heal=heal)
+        healed = f"; healed {', '.join(rec.healed)}" if rec.healed else ""
+        click.echo(f"scenario {rec.scenario} ended{healed}")
+
+    run_command(body)
+
+
+@main.command("grade")
+@_name_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the grade as JSON.")
+def grade(name: str, as_json: bool) -> None:
+    """Score the learner against the scenario's objectives: exit 0 all met, 1 otherwise."""
+    from harness import scenario
+
+    def body() -> int:
+        g = scenario.grade(name)
+        if as_json:
+            _emit_json(g.to_json())
+        else:
+            met = sum(o.met for o in g.objectives)
+            click.echo(f"scenario {g.scenario} in {g.lab}: {met}/{len(g.objectives)} met")
+            for o in g.objectives:
+                click.echo(f"  {'met   ' if o.met else 'MISSED'} {o.name}: {o.explanation}")
+        return 0 if g.met else 1
+
+    run_command(body)
+
+
+@main.command("dashboard")
+@_name_opt
+@click.option("--port", type=int, default=0, show_default=True, help="0: pick a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Only 127.0.0.1.")
+def dashboard_cmd(name: str, port: int, host: str) -> None:
+    """Serve a live page of the sandbox on 127.0.0.1 until Ctrl-C."""
+    from harness import dashboard
+
+    def body() -> None:
+        try:
+            dashboard.serve(name, port, host, ready=lambda url: click.echo(url))
+        except KeyboardInterrupt:
+            click.echo("dashboard stopped", err=True)  # nothing to undo: a clean stop
 
     run_command(body)
 

@@ -9,12 +9,17 @@ every lab, even with the topology file and state folder gone.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from harness import disks, naming, state
@@ -534,6 +539,11 @@ class LabRef:
     rt: Runtime
     record: state.LabRecord
 
+    @property
+    def name(self) -> str:
+        """The lab's name."""
+        return self.plan.lab
+
 
 def open_lab(name: str, *, runtime: Runtime | None = None) -> LabRef:
     """The running lab called ``name``; UsageError if it is not up."""
@@ -546,3 +556,48 @@ def open_lab(name: str, *, runtime: Runtime | None = None) -> LabRef:
         record.load_topology(), name, record.run_id, ipaddress.IPv4Network(record.space)
     )
     return LabRef(plan, rt, record)
+
+
+@contextlib.contextmanager
+def running(
+    topology: str | Path | Topology | None,
+    name: str,
+    *,
+    keep: bool = False,
+    runtime: Runtime | None = None,
+    progress: Progress = _quiet,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> Iterator[LabRef]:
+    """A lab that is up for the block and removed after it, whatever ends the block.
+
+    ``keep`` leaves it up (for debugging; ``drill down --name NAME`` removes it). Removal is
+    bounded (``TEARDOWN_TIMEOUT_S``); Ctrl-C or SIGTERM while it runs is reported and ignored,
+    so an impatient user cannot leave half a lab behind. ``up`` itself removes what it made if
+    it fails or is interrupted. This is what the pytest plugin's ``dr_lab`` wraps.
+    """
+    up(topology, name, runtime=runtime, progress=progress, ready_timeout_s=ready_timeout_s)
+    try:
+        yield open_lab(name, runtime=runtime)
+    finally:
+        if not keep:
+            with _shielded():
+                down(name, runtime=runtime, progress=progress)
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Ctrl-C and SIGTERM reported and ignored during cleanup (the first one has already been
+    acted on: it is why cleanup runs); handlers can be set only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        print("drill: still removing the lab, please wait", file=sys.stderr, flush=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

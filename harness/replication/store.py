@@ -174,15 +174,23 @@ class AzurePageStore:
         read_timeout: float = 10,
         retries: int = 1,
     ) -> None:
-        from azure.storage.blob import BlobServiceClient
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
+        # The storage SDK's own retry policy ignores azure-core's retry_backoff_factor and
+        # waits 15 s before its first retry by default: after a partition heals, replication
+        # would sit idle that long. Retry once, quickly; the replicator's cycle does the rest.
+        policy = ExponentialRetry(
+            initial_backoff=0.2,  # type: ignore[arg-type]
+            increment_base=2,
+            retry_total=retries,
+            random_jitter_range=0,
+        )
         self.service = BlobServiceClient(
             account_url=endpoint,
             credential={"account_name": account, "account_key": key},
             connection_timeout=connection_timeout,
             read_timeout=read_timeout,
-            retry_total=retries,
-            retry_backoff_factor=0.2,
+            retry_policy=policy,
         )
         self.replicas = self.service.get_container_client(REPLICAS)
         self.points = self.service.get_container_client(POINTS)
