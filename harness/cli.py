@@ -1155,8 +1155,7 @@ def scenario_status(name: str, as_json: bool) -> None:
         click.echo(
             f"scenario {st['scenario']} {'running' if st['running'] else 'ended'}  "
             f"T+{st['clock_s']:.0f}s  faults active: {', '.join(st['active_faults']) or 'none'}  "
-            f"users: {st['requests']} requests, last 5s "
-            + ("-" if ok is None else f"{ok:.0%} ok")
+            f"users: {st['requests']} requests, last 5s " + ("-" if ok is None else f"{ok:.0%} ok")
         )
 
     run_command(body)

@@ -107,9 +107,7 @@ def container_of(lab_name: str, host: str, *, runtime: Runtime | None = None) ->
     return known[host]
 
 
-def run(
-    lab_name: str, host: str, cmd: list[str], *, runtime: Runtime | None = None
-) -> ExecResult:
+def run(lab_name: str, host: str, cmd: list[str], *, runtime: Runtime | None = None) -> ExecResult:
     """Run one command in a host (non-interactive, through the runtime) and return its result."""
     if not cmd:
         raise UsageError("no command given")

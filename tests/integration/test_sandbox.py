@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 from collections.abc import Iterator
 
 import docker
@@ -111,3 +112,25 @@ def test_logs_of_a_host(pair: tuple[lab.LabStatus, lab.LabStatus]) -> None:
     assert res.returncode == 0, res.stderr
     assert 0 < len(res.stdout.splitlines()) <= 5
     assert drill_cli("logs", "storage", "--name", unique_name("none")).returncode == 2
+
+
+def test_interactive_shell_command_reaches_the_engine(
+    pair: tuple[lab.LabStatus, lab.LabStatus],
+) -> None:
+    """The `docker exec -it` line `drill shell` execs: the right container, the right engine.
+
+    Run here without -it and with a command (a test has no terminal).
+    """
+    argv, env = sandbox.shell_argv(pair[0].lab, "dns")
+    assert argv[1:4] == ["exec", "-it", f"drill-{pair[0].lab}-dns"]
+    res = subprocess.run(
+        [argv[0], "exec", argv[3], "cat", "/etc/hostname"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert res.returncode == 0 and res.stdout.strip() == "dns", res.stderr
+    no_tty = drill_cli("shell", "dns", "--name", pair[0].lab)  # no terminal in a subprocess
+    assert no_tty.returncode == 2 and "needs a terminal" in no_tty.stderr
