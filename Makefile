@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DRILL := $(BIN)/drill
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 4
 APT_PACKAGES := debootstrap iproute2 iptables chromium e2fsprogs util-linux
 
 .PHONY: help setup engine images lint unit integration test drill bench clean engine-stop
@@ -49,9 +50,14 @@ unit: setup ## Fast unit tests, no engine needed
 integration: images ## Integration tests against the real engine and components
 	$(BIN)/pytest -q -m integration $(PYTEST_ARGS)
 
+# Integration tests run 4 at a time (a test file stays on one worker, so its lab is shared);
+# tests that measure timing or touch every lab run alone afterwards.
 test: images lint ## Everything CI runs: engine, images, lint, unit and integration tests
-	@$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/pytest -q -m 'not serial' -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	$(BIN)/pytest -q -m serial $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no serial tests: that is a failure here" >&2; exit 1; fi; \
 	exit $$rc
 
 drill: images ## Run the default drill (site-outage on enterprise) and write its report

@@ -11,9 +11,10 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from harness.runtime import DockerRuntime
 from harness.signals import interruptible
 
 __all__ = ["interruptible"]
@@ -57,3 +58,41 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.s = time.monotonic() - self._t0
+
+
+def run_in_lab(
+    topology: Any,
+    measure: Callable[[DockerRuntime, str], dict[str, Any]],
+    prefix: str = "bench",
+) -> int:
+    """Bring a lab up, measure in it, always take it down; emit the result. An exit code.
+
+    0 measured, 2 the harness failed (said on stderr), 130 interrupted; the lab is removed in
+    every case.
+    """
+    from harness import engine, lab
+    from harness.errors import DrillError
+
+    client = engine.connect()
+    rt = DockerRuntime(client)
+    name = unique_lab_name(prefix)
+    try:
+        with interruptible():
+            try:
+                t0 = time.monotonic()
+                lab.up(topology, name, runtime=rt, progress=log)
+                log(f"lab {name} up in {time.monotonic() - t0:.1f}s")
+                result = measure(rt, name)
+            finally:
+                log(f"taking lab {name} down")
+                lab.down(name, runtime=rt)
+    except KeyboardInterrupt:
+        log("interrupted; the lab has been taken down")
+        return 130
+    except DrillError as exc:
+        log(f"error: {exc}")
+        return 2
+    finally:
+        client.close()
+    emit(result)
+    return 0

@@ -36,9 +36,9 @@ import _common as c
 import ldap3
 import yaml
 
-from harness import engine, identity, lab
+from harness import identity, lab
 from harness import topology as t
-from harness.errors import DrillError, HarnessError
+from harness.errors import HarnessError
 from harness.runtime import DockerRuntime
 
 POLL_S = 0.01
@@ -176,29 +176,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    client = engine.connect()
-    rt = DockerRuntime(client)
-    name = c.unique_lab_name()
-    try:
-        with c.interruptible():
-            try:
-                t0 = time.monotonic()
-                lab.up(bench_topology(args.sync_interval), name, runtime=rt, progress=c.log)
-                c.log(f"lab {name} up in {time.monotonic() - t0:.1f}s")
-                result = measure(rt, name, args)
-            finally:
-                c.log(f"taking lab {name} down")
-                lab.down(name, runtime=rt)
-    except KeyboardInterrupt:
-        c.log("interrupted; the lab has been taken down")
-        return 130
-    except DrillError as exc:
-        c.log(f"error: {exc}")
-        return 2
-    finally:
-        client.close()
-    c.emit(result)
-    return 0
+    return c.run_in_lab(
+        bench_topology(args.sync_interval), lambda rt, name: measure(rt, name, args), "bench"
+    )
 
 
 if __name__ == "__main__":

@@ -43,10 +43,10 @@ from typing import Any
 import _common as c
 import yaml
 
-from harness import disks, engine, lab
+from harness import disks, lab
 from harness import topology as topo_mod
 from harness.components import gateway, replicator
-from harness.errors import DrillError, HarnessError
+from harness.errors import HarnessError
 from harness.lab import LabRef
 from harness.replication import control, core
 from harness.runtime import DockerRuntime
@@ -299,27 +299,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    client = engine.connect()
-    rt = DockerRuntime(client)
-    name = c.unique_lab_name("brepl")
-    try:
-        with c.interruptible():
-            try:
-                lab.up(topology(), name, runtime=rt, progress=c.log)
-                result = measure(rt, name, args)
-            finally:
-                c.log(f"taking lab {name} down")
-                lab.down(name, runtime=rt)
-    except KeyboardInterrupt:
-        c.log("interrupted; the lab has been taken down")
-        return 130
-    except DrillError as exc:
-        c.log(f"error: {exc}")
-        return 2
-    finally:
-        client.close()
-    c.emit(result)
-    return 0
+    return c.run_in_lab(topology(), lambda rt, name: measure(rt, name, args), "brepl")
 
 
 if __name__ == "__main__":

@@ -29,14 +29,13 @@ import argparse
 import json
 import re
 import sys
-import time
 from typing import Any
 
 import _common as c
 
-from harness import engine, lab
+from harness import lab
 from harness.components import gateway
-from harness.errors import DrillError, HarnessError
+from harness.errors import HarnessError
 from harness.plan import GatewayPlan
 from harness.runtime import DockerRuntime
 
@@ -199,29 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    client = engine.connect()
-    rt = DockerRuntime(client)
-    name = c.unique_lab_name()
-    try:
-        with c.interruptible():
-            try:
-                t0 = time.monotonic()
-                lab.up(args.topology, name, runtime=rt, progress=c.log)
-                c.log(f"lab {name} up in {time.monotonic() - t0:.1f}s")
-                result = measure(rt, name, args)
-            finally:
-                c.log(f"taking lab {name} down")
-                lab.down(name, runtime=rt)
-    except KeyboardInterrupt:
-        c.log("interrupted; the lab has been taken down")
-        return 130
-    except DrillError as exc:
-        c.log(f"error: {exc}")
-        return 2
-    finally:
-        client.close()
-    c.emit(result)
-    return 0
+    return c.run_in_lab(args.topology, lambda rt, name: measure(rt, name, args), "bench")
 
 
 if __name__ == "__main__":

@@ -276,6 +276,11 @@ def _recovered_dir(lab: str, tag: str, host: str) -> Path:
     return state.lab_dir(lab) / "recovered" / tag / host
 
 
+def recovered_images(lab: str, host: str, tag: str = "dr") -> list[Path]:
+    """The restored disk images of ``host``'s copy (``dr`` or ``test``)."""
+    return sorted(_recovered_dir(lab, tag, host).glob("*.img"))
+
+
 def _mount(img: Path, mnt: Path) -> None:
     mnt.mkdir(parents=True, exist_ok=True)
     if not os.path.ismount(mnt):

@@ -181,6 +181,7 @@ def set_code(rt: DockerRuntime, st: lab.LabStatus, h: str, code: int) -> None:
 # --- priority failover ---------------------------------------------------------------------
 
 
+@pytest.mark.serial  # timing or global state: not beside other tests
 def test_priority_failover_and_back(make_lab: Any, rt: DockerRuntime) -> None:
     st = make_lab(monitor={})
     onprem, azure = public(st, "web1"), public(st, "webdr")

@@ -211,6 +211,7 @@ def test_sigterm_during_up_tears_down(client: docker.DockerClient) -> None:
     assert labelled_objects(client, name) == []
 
 
+@pytest.mark.serial  # timing or global state: not beside other tests
 def test_sigkill_during_up_then_down_all(client: docker.DockerClient, rt: DockerRuntime) -> None:
     name = unique_name("kill")
     proc = subprocess.Popen(
