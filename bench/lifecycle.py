@@ -45,7 +45,7 @@ import docker.models.containers
 
 from harness import engine, lab, naming
 from harness import topology as topo_mod
-from harness.components import ROLES, gateway
+from harness.components import ROLES, gateway, replicator
 from harness.errors import DrillError, HarnessError
 from harness.plan import make_plan
 from harness.runtime import DockerRuntime
@@ -59,10 +59,12 @@ MAX_FAILURES = 2
 
 
 def lab_images(topo: Topology) -> list[str]:
-    """The image of every container a lab of this topology runs (gateways and hosts)."""
+    """The image of every container a lab of this topology runs (gateways, hosts, replicator)."""
     plan = make_plan(topo, "bench", "0" * 12, topo.addressing.space)
     images = [gateway.spec(plan, gp).image for gp in plan.gateways.values()]
     images += [ROLES[hp.role].spec(plan, hp).image for hp in plan.hosts.values()]
+    if replicator.enabled(plan):
+        images.append(naming.image_ref("replicator"))
     return images
 
 

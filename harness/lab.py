@@ -10,6 +10,7 @@ every lab, even with the topology file and state folder gone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import signal
 import sys
@@ -153,7 +154,7 @@ def up(
             state.remove(name)
         raise
     progress(f"up: lab {name!r} ready in {time.monotonic() - started:.1f}s")
-    return status(name, runtime=rt)
+    return status(name, runtime=rt, checked=True)
 
 
 def _refuse_existing(rt: Runtime, name: str) -> None:
@@ -237,37 +238,44 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress) -> None:
     site_nets = {spec.name for key, spec in plan.networks.items() if "." in key}
     bridges = [n.bridge for n in rt.networks({naming.RUN: plan.run_id}) if n.name in site_nets]
     progress(f"up: starting {len(gws)} gateways and {len(hosts)} hosts")
+    # Each container is configured as soon as it runs, not after every other has started:
+    # nothing a configure step does waits for another container.
+    tasks: list[tuple[Any, Callable[[], None]]] = [
+        (gateway.spec(plan, gp), functools.partial(gateway.configure, rt, plan, gp)) for gp in gws
+    ]
+    tasks += [
+        (ROLES[hp.role].spec(plan, hp), functools.partial(ROLES[hp.role].configure, rt, plan, hp))
+        for hp in hosts
+    ]
+    if with_replicator:
+        tasks.append((replicator.spec(plan), functools.partial(replicator.configure, rt, plan)))
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = [pool.submit(forwarding.allow, rt, plan, bridges)]
-        futures += [pool.submit(rt.run, gateway.spec(plan, gp)) for gp in gws]
-        futures += [pool.submit(rt.run, ROLES[hp.role].spec(plan, hp)) for hp in hosts]
-        if with_replicator:
-            futures.append(pool.submit(rt.run, replicator.spec(plan)))
+        futures += [pool.submit(_start_one, rt, spec, configure) for spec, configure in tasks]
         _raise_first(futures)
-        _refuse_exited(rt, plan)
-        futures = [pool.submit(gateway.configure, rt, plan, gp) for gp in gws]
-        futures += [pool.submit(ROLES[hp.role].configure, rt, plan, hp) for hp in hosts]
-        if with_replicator:
-            futures.append(pool.submit(replicator.configure, rt, plan))
-        _raise_first(futures)
+
+
+def _start_one(rt: Runtime, spec: Any, configure: Callable[[], None]) -> None:
+    """Run one container and configure it; a container that exits at once is named with logs."""
+    rt.run(spec)
+    try:
+        configure()
+    except (EngineError, HarnessError):
+        for c in rt.containers({naming.LAB: spec.labels[naming.LAB]}):
+            if c.name == spec.name and c.state != "running":
+                raise ReadinessError(
+                    what=f"host {spec.labels.get(naming.COMPONENT, spec.name)}",
+                    where=spec.name,
+                    waited_s=0.0,
+                    hint=f"the container is {c.state} right after start; see its logs",
+                    last_logs=rt.logs(spec.name, tail=20),
+                ) from None
+        raise
 
 
 def _local_disks(rt: Runtime) -> bool:
     """Disks are loop devices on this machine: only with the real engine, which runs here."""
     return isinstance(rt, DockerRuntime)
-
-
-def _refuse_exited(rt: Runtime, plan: LabPlan) -> None:
-    """ReadinessError with logs if a container stopped right after it started."""
-    for c in rt.containers({naming.RUN: plan.run_id}):
-        if c.state != "running":
-            raise ReadinessError(
-                what=f"host {c.labels.get(naming.COMPONENT, c.name)}",
-                where=c.name,
-                waited_s=0.0,
-                hint=f"the container is {c.state} right after start; see its logs",
-                last_logs=rt.logs(c.name, tail=20),
-            )
 
 
 def _raise_first(futures: Iterable[Any]) -> None:
@@ -419,8 +427,14 @@ def _teardown(
 # --- status ----------------------------------------------------------------------------------
 
 
-def status(name: str = "default", *, runtime: Runtime | None = None) -> LabStatus:
-    """The lab's hosts with their state and health; UsageError if there is no such lab."""
+def status(
+    name: str = "default", *, runtime: Runtime | None = None, checked: bool = False
+) -> LabStatus:
+    """The lab's hosts with their state and health; UsageError if there is no such lab.
+
+    ``checked``: every readiness check has just passed (``up``), so running hosts are ok
+    without checking them again.
+    """
     check_lab_name(name)
     rt = runtime or open_runtime()
     containers = {c.name: c for c in rt.containers({naming.LAB: name})}
@@ -439,7 +453,9 @@ def status(name: str = "default", *, runtime: Runtime | None = None) -> LabStatu
     kinds[replicator.COMPONENT] = (topo.primary_site, "replicator")
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         futures = {
-            comp: pool.submit(_health, containers.get(container), check)
+            comp: pool.submit(
+                _health, containers.get(container), (lambda: None) if checked else check
+            )
             for comp, (container, check) in checks.items()
         }
     hosts = []
