@@ -22,6 +22,7 @@ runtime failure). An objective missed is never a harness failure, and the revers
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 import threading
@@ -201,13 +202,33 @@ def recovery_addresses(ref: LabRef) -> set[str]:
     }
 
 
+def held_items(
+    address: str, path: str, auth: tuple[str, str] | None = None, timeout_s: float = 3.0
+) -> dict[str, str]:
+    """The items the app at ``address`` holds now: id -> the sha256 of its content."""
+    r = requests.get(f"http://{address}{path}", auth=auth, timeout=timeout_s)
+    r.raise_for_status()
+    return {item["id"]: item.get("sha256", "") for item in r.json().get("items", [])}
+
+
 def surviving_ids(
     address: str, path: str, auth: tuple[str, str] | None = None, timeout_s: float = 3.0
 ) -> list[str]:
     """The ids of the items the app at ``address`` holds now."""
-    r = requests.get(f"http://{address}{path}", auth=auth, timeout=timeout_s)
-    r.raise_for_status()
-    return [item["id"] for item in r.json().get("items", [])]
+    return list(held_items(address, path, auth, timeout_s))
+
+
+def data_hashes(held: dict[str, str], acknowledged_ids: list[str]) -> dict[str, Any]:
+    """Digests of the data compared, so a report can be checked against its evidence later."""
+
+    def digest(lines: list[str]) -> str:
+        return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+
+    return {
+        "held_items": len(held),
+        "held_sha256": digest([f"{i}:{h}" for i, h in held.items()]),
+        "acknowledged_ids_sha256": digest(acknowledged_ids),
+    }
 
 
 def _serving_address(reqs: list[dict[str, Any]]) -> str | None:
@@ -372,9 +393,13 @@ def _experiment(
         if serving is None:
             raise HarnessError("no user request succeeded during verification")
         ids: list[str] = []
-        if measure.acknowledged(reqs):  # read the data back only where users wrote some
-            ids = surviving_ids(serving, d.users.path, _login(ref))
-            st.evidence["items_held"] = len(ids)
+        acked = measure.acknowledged(reqs)
+        if acked:  # read the data back only where users wrote some
+            held = held_items(serving, d.users.path, _login(ref))
+            ids = list(held)
+            hashes = data_hashes(held, [r["id"] for r in acked])
+            st.evidence.update(hashes)
+            j.measurements["data_hashes"] = hashes
     return fault_at, ids
 
 

@@ -3,18 +3,22 @@ and the HTML report rendered in headless Chromium."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import measure
+from harness import engine, measure
 from harness.drill import DRILL_DIR
 
 from ..conftest import REPO
-from .conftest import drill_cli, unique_name
+from .conftest import drill_cli, labelled_objects, unique_name
 
 pytestmark = pytest.mark.integration
 ARTEFACTS = REPO / "reports" / "test-artifacts"
@@ -149,3 +153,62 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
         check=True,
     )
     assert shot.stat().st_size > 10_000
+
+
+def site_outage_variant(tmp: Path, **objectives: object) -> Path:
+    d = yaml.safe_load((DRILL_DIR / "site-outage.yaml").read_text())
+    d["topology"] = "minimal"
+    d["objectives"] = objectives
+    f = tmp / "site-outage-variant.yaml"
+    f.write_text(yaml.safe_dump(d))
+    return f
+
+
+def test_a_missed_rpo_objective_exits_1_with_hashed_evidence(tmp_path: Path) -> None:
+    # Crash-consistent points every 5 s cannot keep the RPO under 100 ms.
+    code, j, out, text = run(site_outage_variant(tmp_path, rpo="100ms"), tmp_path)
+    assert code == 1, text
+    [rpo] = [o for o in j["objectives"] if o["name"] == "rpo"]
+    assert not rpo["met"] and rpo["measured"] > 0.1
+    hashes = j["measurements"]["data_hashes"]
+    assert len(hashes["held_sha256"]) == 64 and hashes["held_items"] > 0
+    reqs = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    acked = sorted(r["id"] for r in measure.acknowledged(reqs))
+    assert (
+        hashlib.sha256("\n".join(acked).encode()).hexdigest() == hashes["acknowledged_ids_sha256"]
+    )
+
+
+def test_ctrl_c_stops_the_drill_and_tears_down(tmp_path: Path) -> None:
+    name = unique_name("int")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "site-outage",
+            "--topology",
+            "minimal",
+            "--name",
+            name,
+            "--report",
+            str(tmp_path / "r"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 180
+    for line in proc.stderr:  # wait until the drill is in its steady state
+        if "steady-state" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    j = json.loads((tmp_path / "r" / "journal.json").read_text())
+    assert j["status"] == "interrupted"
+    assert j["steps"][-1]["name"] == "rollback"
+    client = engine.connect()
+    assert labelled_objects(client, name) == []

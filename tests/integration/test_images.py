@@ -118,13 +118,14 @@ def test_all_roles_have_current_images(client: docker.DockerClient, images: None
         assert len(img.labels["drill.content-hash"]) == 64
 
 
-def test_warm_build_is_a_fast_noop(client: docker.DockerClient, images: None) -> None:
-    started = time.monotonic()
-    results = build_images(client)
-    elapsed = time.monotonic() - started
+def test_warm_build_is_a_noop(client: docker.DockerClient, images: None) -> None:
+    """Unchanged roles are neither built nor have their artifacts prepared again (the speed
+    of that is a benchmark's business, not a test's)."""
+    said: list[str] = []
+    results = build_images(client, progress=said.append)
     assert [r.role for r in results] == list(ROLES)
     assert not any(r.built for r in results)
-    assert elapsed < 1.0, f"no-op build_images took {elapsed:.2f} s"
+    assert not [m for m in said if m.startswith(("building", "preparing"))], said
 
 
 def test_a_failing_build_names_role_step_and_output(
@@ -277,6 +278,10 @@ def test_directory_serves_ldap(run: Run) -> None:
 
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "base"])
 def test_stop_is_fast(run: Run, role: str) -> None:
+    """SIGTERM ends the role's main process: docker stop never has to fall back to SIGKILL.
+
+    Judged by how the container ended (a SIGKILL shows as exit code 137), not by a clock.
+    """
     kwargs: dict[str, Any] = {}
     if role == "gateway":
         kwargs = {"cap_add": ["NET_ADMIN"], "devices": ["/dev/net/tun:/dev/net/tun"]}
@@ -284,7 +289,7 @@ def test_stop_is_fast(run: Run, role: str) -> None:
     time.sleep(1.0)  # let the main process start and install its handlers
     c.reload()
     assert c.status == "running", c.logs(tail=20).decode(errors="replace")
-    started = time.monotonic()
-    c.stop(timeout=10)
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0, f"docker stop of {role} took {elapsed:.2f} s"
+    c.stop(timeout=30)
+    c.reload()
+    code = c.attrs["State"]["ExitCode"]
+    assert code != 137, f"{role} ignored SIGTERM and was killed after the stop timeout"
