@@ -218,17 +218,9 @@ def surviving_ids(
     return list(held_items(address, path, auth, timeout_s))
 
 
-def data_hashes(held: dict[str, str], acknowledged_ids: list[str]) -> dict[str, Any]:
-    """Digests of the data compared, so a report can be checked against its evidence later."""
-
-    def digest(lines: list[str]) -> str:
-        return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
-
-    return {
-        "held_items": len(held),
-        "held_sha256": digest([f"{i}:{h}" for i, h in held.items()]),
-        "acknowledged_ids_sha256": digest(acknowledged_ids),
-    }
+def digest(lines: list[str]) -> str:
+    """sha256 of the sorted lines: evidence a report can be checked against later."""
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
 def _serving_address(reqs: list[dict[str, Any]]) -> str | None:
@@ -397,7 +389,10 @@ def _experiment(
         if acked:  # read the data back only where users wrote some
             held = held_items(serving, d.users.path, _login(ref))
             ids = list(held)
-            hashes = data_hashes(held, [r["id"] for r in acked])
+            hashes = {
+                "held_items": len(held),
+                "held_sha256": digest([f"{i}:{h}" for i, h in held.items()]),
+            }
             st.evidence.update(hashes)
             j.measurements["data_hashes"] = hashes
     return fault_at, ids
@@ -496,6 +491,11 @@ def _measure(
         }
     )
     j.measurements.update(_cross_check(j, reqs, fault_at, ids))
+    if (
+        "data_hashes" in j.measurements
+    ):  # the writes the RPO is judged on: acknowledged by the fault
+        acked_ids = [r["id"] for r in measure.acknowledged(reqs, until=fault_at)]
+        j.measurements["data_hashes"]["acknowledged_ids_sha256"] = digest(acked_ids)
     j.timeline = measure.success_series(reqs, run_start, end + 1, step=1.0)
     j.faults = [rec.public() for rec in faults.history(ref.plan.lab)]
     o = d.objectives

@@ -173,7 +173,8 @@ def test_a_missed_rpo_objective_exits_1_with_hashed_evidence(tmp_path: Path) -> 
     hashes = j["measurements"]["data_hashes"]
     assert len(hashes["held_sha256"]) == 64 and hashes["held_items"] > 0
     reqs = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
-    acked = sorted(r["id"] for r in measure.acknowledged(reqs))
+    fault_at = j["measurements"]["fault_at"]
+    acked = sorted(r["id"] for r in measure.acknowledged(reqs, until=fault_at))
     assert (
         hashlib.sha256("\n".join(acked).encode()).hexdigest() == hashes["acknowledged_ids_sha256"]
     )
