@@ -93,17 +93,20 @@ def connect(timeout: int = 120) -> docker.DockerClient:
 
 
 def _private_pid() -> int | None:
+    """The pid in our pidfile if that process is alive and is a dockerd.
+
+    A dockerd that was killed leaves its pidfile behind, and the pid may since belong to
+    another process: that one is neither waited for nor signalled.
+    """
     try:
         pid = int(PRIVATE_PIDFILE.read_text().strip())
     except (OSError, ValueError):
         return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
         return None
-    except PermissionError:
-        return pid
-    return pid
+    return pid if comm == "dockerd" else None
 
 
 def _install_docker_io(progress: object = print) -> None:

@@ -101,6 +101,7 @@ def test_http_across_the_tunnel_grows_the_counters(tlab: lab.LabStatus, rt: Dock
     assert after["azure"].tx_bytes - before["azure"].tx_bytes >= size
 
 
+@pytest.mark.serial  # a packet capture under load misses packets
 def test_only_wireguard_udp_crosses_the_wan(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
     url, marker = serve_file(rt, tlab, 200_000)
     gw = host(tlab, "azure-gw").container
