@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from harness.errors import Problem, TopologyError
+from harness.faults import FaultKind
 from harness.topology import StrictLoader, Topology, schema_problems
 
 DRILL_DIR = Path(__file__).resolve().parent.parent / "drills"
@@ -56,16 +57,6 @@ def parse_percent(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 
-FaultKind = Literal[
-    "partition",
-    "degrade",
-    "gateway-down",
-    "mtu-blackhole",
-    "site-outage",
-    "host-outage",
-    "storage-outage",
-    "dns-outage",
-]
 RecoveryAction = Literal["none", "failover", "planned-failover", "test-failover", "recovery-plan"]
 
 

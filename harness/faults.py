@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from harness import state
 from harness.components import gateway
@@ -39,7 +39,7 @@ from harness.errors import FaultError, HarnessError
 from harness.lab import LabRef, open_lab
 from harness.plan import GatewayPlan
 
-KINDS = (
+FaultKind = Literal[
     "partition",
     "degrade",
     "gateway-down",
@@ -48,7 +48,8 @@ KINDS = (
     "host-outage",
     "storage-outage",
     "dns-outage",
-)
+]
+KINDS: tuple[str, ...] = get_args(FaultKind)
 HEAL_READY_TIMEOUT_S = 30.0
 CHAIN = "DRILL-FAULTS"
 WANEM_PORT = 51821  # the relay's wan-side port; WireGuard's own port is the topology's

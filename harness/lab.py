@@ -12,18 +12,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from harness import disks, naming, state
+from harness import disks, naming, signals, state
 from harness import topology as topo_mod
 from harness.components import ROLES, START_ORDER, forwarding, gateway, replicator
 from harness.errors import EngineError, HarnessError, ReadinessError, TeardownError, UsageError
@@ -596,24 +592,5 @@ def running(
         yield open_lab(name, runtime=runtime)
     finally:
         if not keep:
-            with _shielded():
+            with signals.shielded("drill: still removing the lab, please wait"):
                 down(name, runtime=runtime, progress=progress)
-
-
-@contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """Ctrl-C and SIGTERM reported and ignored during cleanup (the first one has already been
-    acted on: it is why cleanup runs); handlers can be set only in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        print("drill: still removing the lab, please wait", file=sys.stderr, flush=True)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)

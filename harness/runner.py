@@ -275,13 +275,7 @@ def run(
 def _execute(
     d: Drill, topo: Topology, ref: LabRef, j: Journal, seed: int, progress: Progress
 ) -> users.UsersRun:
-    cfg = users.UsersConfig(
-        rate=d.users.rate,
-        write_ratio=d.users.write_ratio,
-        path=d.users.path,
-        timeout_s=d.users.timeout,
-        seed=seed,
-    )
+    cfg = users.config_for(d.users, seed)
     run_id = f"{d.name}-{int(j.started_at)}"
     users_run = users.start(ref, cfg, run_id)
     sampler = ReplicationSampler(ref) if replicates(ref) else None
@@ -308,7 +302,7 @@ def _execute(
 INITIAL_REPLICATION_TIMEOUT_S = 300.0
 
 
-def _wait_protected(ref: LabRef, timeout_s: float) -> dict[str, Any]:
+def wait_protected(ref: LabRef, timeout_s: float) -> dict[str, Any]:
     """Wait until every protected disk has a recovery point (Protected); what it took."""
     from harness.replication import control
 
@@ -348,7 +342,7 @@ def _experiment(
 
     if replicates(ref):
         with j.step("initial replication", progress) as st:
-            st.evidence = _wait_protected(ref, INITIAL_REPLICATION_TIMEOUT_S)
+            st.evidence = wait_protected(ref, INITIAL_REPLICATION_TIMEOUT_S)
     with j.step("steady-state", progress) as st:
         users.wait_for_requests(users_run, 1)
         t0 = time.time()

@@ -249,14 +249,8 @@ def start(
     if runner.replicates(lref):
         # Failing over needs a recovery point: the disaster strikes a protected lab.
         progress("scenario: waiting for initial replication")
-        runner._wait_protected(lref, runner.INITIAL_REPLICATION_TIMEOUT_S)
-    cfg = users.UsersConfig(
-        rate=sc.users.rate,
-        write_ratio=sc.users.write_ratio,
-        path=sc.users.path,
-        timeout_s=sc.users.timeout,
-        seed=seed,
-    )
+        runner.wait_protected(lref, runner.INITIAL_REPLICATION_TIMEOUT_S)
+    cfg = users.config_for(sc.users, seed)
     run = users.start(lref, cfg, f"scenario-{sc.name}-{int(started)}")
     injected: list[str] = []
     try:

@@ -9,8 +9,20 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from types import FrameType
+
+
+@contextlib.contextmanager
+def _handling(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` within the block; the old handlers come back."""
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -25,9 +37,20 @@ def interruptible(message: str = "drill: still cleaning up, please wait") -> Ite
             raise KeyboardInterrupt
         print(message, file=sys.stderr, flush=True)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _handling(handler):
         yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def shielded(message: str) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM are reported and ignored: for cleanup that the first
+    signal already started. Handlers can be set only in the main thread; elsewhere, no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with _handling(handler):
+        yield

@@ -15,11 +15,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.components import client
 from harness.errors import HarnessError, UsageError
 from harness.lab import LabRef
+
+if TYPE_CHECKING:
+    from harness.drill import Users as DrillUsers
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,17 @@ class UsersConfig:
     path: str = "/documents"
     timeout_s: float = 1.0
     seed: int = 0
+
+
+def config_for(spec: DrillUsers, seed: int) -> UsersConfig:
+    """The users' load as a drill or scenario file describes it (its ``users`` section)."""
+    return UsersConfig(
+        rate=spec.rate,
+        write_ratio=spec.write_ratio,
+        path=spec.path,
+        timeout_s=spec.timeout,
+        seed=seed,
+    )
 
 
 @dataclass(frozen=True)
