@@ -11,15 +11,21 @@ freezes the filesystem through its own bind of the mount point.
 
 Teardown unmounts and detaches, bounded in time; ``detach_under`` finds leftovers with no
 state at all by their loop devices' backing files (``losetup -J -l``) and by mount points
-under the state root, never by process name. The inode tables and journal are initialised by
-mkfs itself (no lazy init), so a fresh disk does not change behind the replicator's back.
+under the state root. A ``mount`` or ``mkfs`` that a killed ``up`` left running would finish
+after the teardown and leave a mount behind: teardown first stops the disk tools (``DISK_TOOLS``)
+whose arguments name a path under the lab's folder. The inode tables and journal are
+initialised by mkfs itself (no lazy init), so a fresh disk does not change behind the
+replicator's back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from harness.errors import HarnessError, TeardownError
 from harness.plan import HostPlan, LabPlan
 
 TOOL_TIMEOUT_S = 20.0
+DISK_TOOLS = frozenset({"mount", "umount", "mkfs.ext4", "mke2fs", "losetup", "fsfreeze"})
 
 
 def image_path(lab: str, host: str, disk: str) -> Path:
@@ -125,6 +132,7 @@ def detach_under(root: Path) -> int:
     Returns how many loop devices or mounts were released; TeardownError if one stays.
     """
     prefix = str(root.resolve()).rstrip("/") + "/"
+    _stop_tools_under(prefix)
     loops = {dev for dev, back in _loop_devices() if back.startswith(prefix)}
     targets = [mp for src, mp in _mounts() if src in loops or mp.startswith(prefix)]
     released = 0
@@ -141,6 +149,44 @@ def detach_under(root: Path) -> int:
     if left:
         raise TeardownError(f"could not unmount: {', '.join(left)}")
     return released
+
+
+def _tools_under(prefix: str) -> list[int]:
+    """Pids of disk tools with an argument naming a path under ``prefix``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if os.path.basename(args[0].decode(errors="replace")) not in DISK_TOOLS:
+            continue
+        if any(a.decode(errors="replace").startswith(prefix) for a in args[1:]):
+            found.append(int(entry))
+    return found
+
+
+def _stop_tools_under(prefix: str, timeout_s: float = 5.0) -> None:
+    """Kill disk tools (mount, mkfs) still working under ``prefix`` and wait until they are gone."""
+    pids = _tools_under(prefix)
+    for pid in pids:
+        with contextlib.suppress(OSError):  # already gone
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if os.path.exists(f"/proc/{p}") and not _is_zombie(p)]
+        time.sleep(0.02)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _run_ok(cmd: Sequence[str]) -> bool:

@@ -13,7 +13,7 @@ import docker
 import pytest
 import requests
 
-from harness import lab
+from harness import disks, lab
 from harness.runtime import DockerRuntime
 
 from .conftest import (
@@ -227,6 +227,9 @@ def test_sigkill_during_up_then_down_all(client: docker.DockerClient, rt: Docker
     assert res.returncode == 0, res.stderr
     assert labelled_objects(client) == []
     assert forwarding_rules(rt, name) == []
+    # A mount the killed `up` had started must not finish after the teardown.
+    time.sleep(0.5)
+    assert [mp for _, mp in disks._mounts() if f"/{name}/" in mp] == []
 
 
 def _wait_for_objects(client: docker.DockerClient, name: str, timeout_s: float = 30) -> None:
