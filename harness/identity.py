@@ -31,13 +31,14 @@ container's ``ldapi:///`` socket (SASL EXTERNAL), so the harness holds no direct
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -398,17 +399,31 @@ def ldif_dir(lab: str, host: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def ldif_files(plan: LabPlan, hp: HostPlan, ldifs: Sequence[str]) -> Iterator[list[str]]:
+    """Each LDIF in a 0600 file of the host's bind mount; their paths in the container.
+
+    The files are removed when the block ends (they may hold password hashes).
+    """
+    folder = ldif_dir(plan.lab, hp.name)
+    made: list[Path] = []
+    try:
+        for ldif in ldifs:
+            path = folder / f"{secrets.token_hex(8)}.ldif"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            made.append(path)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(ldif)
+        yield [f"{CONTAINER_LDIF_DIR}/{p.name}" for p in made]
+    finally:
+        for path in made:
+            path.unlink(missing_ok=True)
+
+
 def apply_ldif(rt: Runtime, plan: LabPlan, hp: HostPlan, ldif: str, what: str) -> None:
     """Apply LDIF as root over ldapi: written to a 0600 file in the bind mount, then removed."""
-    name = f"{secrets.token_hex(8)}.ldif"
-    path = ldif_dir(plan.lab, hp.name) / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(ldif)
-        res = rt.exec(hp.container, ["ldapmodify", *_LDAPI, "-f", f"{CONTAINER_LDIF_DIR}/{name}"])
-    finally:
-        path.unlink(missing_ok=True)
+    with ldif_files(plan, hp, [ldif]) as (path,):
+        res = rt.exec(hp.container, ["ldapmodify", *_LDAPI, "-f", path])
     if not res.ok:
         # ldapmodify reports the entry and the error, never attribute values.
         raise HarnessError(f"{what} on {hp.name}: ldapmodify exited {res.exit_code}: {res.output}")
@@ -448,21 +463,6 @@ def parse_ldif(text: str) -> list[dict[str, list[str]]]:
             entries.append(current)
         current.setdefault(key, []).append(value)
     return entries
-
-
-def wait_ldapi(rt: Runtime, hp: HostPlan, timeout_s: float = 60.0) -> None:
-    """Wait until slapd answers on the container's ldapi socket (it may be re-configuring)."""
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        res = rt.exec(hp.container, ["ldapsearch", *_LDAPI, "-b", "", "-s", "base", "1.1"])
-        if res.ok:
-            return
-        last = res.output.strip()[-200:]
-        time.sleep(0.2)
-    raise HarnessError(
-        f"slapd in {hp.name} did not answer on ldapi:/// in {timeout_s:.0f}s: {last}"
-    )
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +141,7 @@ def up(
                 topology=topo.model_dump(mode="json"),
             )
         )
-        _start_all(rt, plan, progress)
-        _wait_ready(rt, plan, progress, ready_timeout_s)
+        _start_all(rt, plan, progress, ready_timeout_s)
     except BaseException:
         progress(f"up: failed or interrupted; removing what run {run_id} created")
         _teardown(rt, {naming.RUN: run_id}, progress, lab=name)
@@ -190,6 +190,8 @@ def _create_networks(
         plan = make_plan(topo, name, run_id, space)
         made: list[str] = []
         try:
+            # One at a time: creating networks in parallel gains nothing here (the engine
+            # serialises them), and an engine was once left with a wrong endpoint count after.
             for spec in plan.networks.values():
                 rt.create_network(spec)
                 made.append(spec.name)
@@ -215,7 +217,7 @@ def _ordered_hosts(plan: LabPlan) -> list[list[HostPlan]]:
     return groups
 
 
-def _start_all(rt: Runtime, plan: LabPlan, progress: Progress) -> None:
+def _start_all(rt: Runtime, plan: LabPlan, progress: Progress, ready_timeout_s: float) -> None:
     for hp in plan.hosts.values():
         mod = ROLES[hp.role]
         for vname, vlabels in getattr(mod, "volumes", lambda *_: {})(plan, hp).items():
@@ -234,8 +236,6 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress) -> None:
     site_nets = {spec.name for key, spec in plan.networks.items() if "." in key}
     bridges = [n.bridge for n in rt.networks({naming.RUN: plan.run_id}) if n.name in site_nets]
     progress(f"up: starting {len(gws)} gateways and {len(hosts)} hosts")
-    # Each container is configured as soon as it runs, not after every other has started:
-    # nothing a configure step does waits for another container.
     tasks: list[tuple[Any, Callable[[], None]]] = [
         (gateway.spec(plan, gp), functools.partial(gateway.configure, rt, plan, gp)) for gp in gws
     ]
@@ -245,40 +245,128 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress) -> None:
     ]
     if with_replicator:
         tasks.append((replicator.spec(plan), functools.partial(replicator.configure, rt, plan)))
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures = [pool.submit(forwarding.allow, rt, plan, bridges)]
-        futures += [pool.submit(_start_one, rt, spec, configure) for spec, configure in tasks]
-        _raise_first(futures)
+    checks = {container: (comp, check) for comp, (container, check) in _checks(rt, plan).items()}
+    waiting = Waiting(deadline=time.monotonic() + ready_timeout_s, started=time.monotonic())
+    # Two pools: containers start on one while those already running are configured and
+    # checked on the other, so a slow configure (the directory's seeding) or a host still
+    # getting ready never holds back another container's start.
+    finishing: list[Future[None]] = []
+    with (
+        ThreadPoolExecutor(max_workers=WORKERS) as starter,
+        ThreadPoolExecutor(max_workers=WORKERS) as finisher,
+    ):
+
+        def start(spec: Any, configure: Callable[[], None]) -> None:
+            rt.run(spec)
+            comp, check = checks.get(spec.name, (spec.name, None))
+            finishing.append(
+                finisher.submit(_finish, rt, plan, spec, configure, comp, check, waiting)
+            )
+
+        try:
+            # The storage account first: Azurite takes longest to answer once started.
+            storage = {hp.container for hp in hosts if hp.role == "storage"}
+            first = [t for t in tasks if t[0].name in storage]
+            starts = [starter.submit(start, spec, configure) for spec, configure in first]
+            starts.append(starter.submit(forwarding.allow, rt, plan, bridges))
+            starts += [starter.submit(start, s, c) for s, c in tasks if (s, c) not in first]
+            _raise_first_done(starts)
+            _raise_first_done(finishing)
+        except BaseException:
+            waiting.stop.set()  # pollers give up at once; the caller tears everything down
+            raise
+    progress(f"up: all hosts ready {time.monotonic() - waiting.started:.1f}s after the first start")
 
 
-def _start_one(rt: Runtime, spec: Any, configure: Callable[[], None]) -> None:
-    """Run one container and configure it; a container that exits at once is named with logs."""
-    rt.run(spec)
+@dataclass(frozen=True)
+class Waiting:
+    """What every readiness wait of one ``up`` shares: its deadline, and a way to stop."""
+
+    deadline: float
+    started: float
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _finish(
+    rt: Runtime,
+    plan: LabPlan,
+    spec: Any,
+    configure: Callable[[], None],
+    comp: str,
+    check: Callable[[], str | None] | None,
+    waiting: Waiting,
+) -> None:
+    """Configure one running container, then wait for its readiness check."""
     try:
         configure()
     except (EngineError, HarnessError):
-        for c in rt.containers({naming.LAB: spec.labels[naming.LAB]}):
-            if c.name == spec.name and c.state != "running":
-                raise ReadinessError(
-                    what=f"host {spec.labels.get(naming.COMPONENT, spec.name)}",
-                    where=spec.name,
-                    waited_s=0.0,
-                    hint=f"the container is {c.state} right after start; see its logs",
-                    last_logs=rt.logs(spec.name, tail=20),
-                ) from None
+        if _state_of(rt, plan, spec.name) != "running":
+            raise ReadinessError(
+                what=f"host {spec.labels.get(naming.COMPONENT, spec.name)}",
+                where=spec.name,
+                waited_s=0.0,
+                hint="the container is not running right after start; see its logs",
+                last_logs=rt.logs(spec.name, tail=20),
+            ) from None
         raise
+    if check is not None:
+        _wait_ready(rt, plan, comp, spec.name, check, waiting)
+
+
+def _wait_ready(
+    rt: Runtime,
+    plan: LabPlan,
+    comp: str,
+    container: str,
+    check: Callable[[], str | None],
+    waiting: Waiting,
+) -> None:
+    """Poll one component's readiness check, quickly at first, until it passes.
+
+    ReadinessError when its container exits or the deadline passes; returns early when the
+    wait is stopped (another component failed, or the run was interrupted).
+    """
+    delay = 0.02
+    next_state_check = time.monotonic() + 1.0
+    while not waiting.stop.is_set():
+        why = _safe(check)
+        if why is None:
+            return
+        now = time.monotonic()
+        dead = False
+        if now >= next_state_check:
+            dead = _state_of(rt, plan, container) not in ("running", None)
+            next_state_check = now + 1.0
+        if dead or now > waiting.deadline:
+            raise ReadinessError(
+                what=f"host {comp}",
+                where=container,
+                waited_s=now - waiting.started,
+                hint="the container exited; see its logs" if dead else f"last check: {why}",
+                last_logs=rt.logs(container, tail=20),
+            )
+        waiting.stop.wait(delay)
+        delay = min(0.2, delay * 1.5)
+
+
+def _state_of(rt: Runtime, plan: LabPlan, container: str) -> str | None:
+    """The state of one container of this run (None if it is not there)."""
+    states = {c.name: c.state for c in rt.containers({naming.RUN: plan.run_id})}
+    return states.get(container)
+
+
+def _raise_first_done(futures: list[Future[Any]]) -> None:
+    """Wait for every future; raise the first error as soon as it happens."""
+    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    for f in done:
+        err = f.exception()
+        if err is not None:
+            raise err
 
 
 def _local_disks(rt: Runtime) -> bool:
     """Disks are loop devices on this machine: only with the real engine, which runs here."""
     return isinstance(rt, DockerRuntime)
-
-
-def _raise_first(futures: Iterable[Any]) -> None:
-    errors = [f.exception() for f in futures]
-    for err in errors:
-        if err is not None:
-            raise err
 
 
 def _checks(rt: Runtime, plan: LabPlan) -> dict[str, tuple[str, Callable[[], str | None]]]:
@@ -302,57 +390,11 @@ def _bind_check(
     return lambda: fn(rt, plan, target)
 
 
-def _wait_ready(rt: Runtime, plan: LabPlan, progress: Progress, timeout_s: float) -> None:
-    pending = _checks(rt, plan)
-    deadline = time.monotonic() + timeout_s
-    started = time.monotonic()
-    reasons: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        while pending:
-            results = dict(
-                zip(pending, pool.map(_safe, [c for _, c in pending.values()]), strict=True)
-            )
-            for comp, why in results.items():
-                if why is None:
-                    pending.pop(comp)
-                else:
-                    reasons[comp] = why
-            if not pending:
-                break
-            dead = _exited(rt, plan, pending)
-            if dead or time.monotonic() > deadline:
-                comp = dead or sorted(pending)[0]
-                container = pending[comp][0]
-                raise ReadinessError(
-                    what=f"host {comp}",
-                    where=container,
-                    waited_s=time.monotonic() - started,
-                    hint=(
-                        "the container exited; see its logs"
-                        if dead
-                        else f"last check: {reasons.get(comp, '?')}; "
-                        f"still waiting for: {', '.join(sorted(pending))}"
-                    ),
-                    last_logs=rt.logs(container, tail=20),
-                )
-            time.sleep(0.1)
-    progress(f"up: all hosts ready after {time.monotonic() - started:.1f}s of checks")
-
-
 def _safe(check: Callable[[], str | None]) -> str | None:
     try:
         return check()
     except (EngineError, OSError) as exc:
         return str(exc)
-
-
-def _exited(rt: Runtime, plan: LabPlan, pending: Mapping[str, tuple[str, Any]]) -> str | None:
-    """A pending component whose container is no longer running, if any."""
-    states = {c.name: c.state for c in rt.containers({naming.RUN: plan.run_id})}
-    for comp, (container, _) in pending.items():
-        if states.get(container) not in ("running", None):
-            return comp
-    return None
 
 
 # --- down ------------------------------------------------------------------------------------

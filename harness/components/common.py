@@ -54,15 +54,19 @@ def _key_of(plan: LabPlan, network_name: str) -> str:
     return next(k for k, spec in plan.networks.items() if spec.name == network_name)
 
 
+def route_script(plan: LabPlan, hp: HostPlan) -> str:
+    """Shell lines routing every other site subnet via the host's site gateway ("" if none)."""
+    if hp.gateway is None:
+        return ""
+    return "\n".join(f"ip route replace {s} via {hp.gateway}" for s in routes_for(plan, hp))
+
+
 def add_routes(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
     """Route every other site subnet via the host's own site gateway (no other path exists)."""
-    if hp.gateway is None:
-        return
-    subnets = routes_for(plan, hp)
-    if not subnets:
+    script = route_script(plan, hp)
+    if not script:
         return
     # One exec for all routes: each exec is three engine round trips.
-    script = "\n".join(f"ip route replace {subnet} via {hp.gateway}" for subnet in subnets)
     res = rt.exec(hp.container, ["sh", "-ec", script])
     if not res.ok:
         from harness.errors import HarnessError

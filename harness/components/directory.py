@@ -8,8 +8,10 @@ names inside the directory and where secrets live. Other directory hosts are pla
 
 from __future__ import annotations
 
+import shlex
+
 from harness import identity
-from harness.components.common import add_routes, base_spec, tcp_ready
+from harness.components.common import add_routes, base_spec, route_script, tcp_ready
 from harness.errors import EngineError, HarnessError
 from harness.plan import HostPlan, LabPlan
 from harness.runtime import ContainerSpec, Runtime
@@ -44,43 +46,69 @@ def prepare(plan: LabPlan, hp: HostPlan) -> None:
 
 
 def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
-    """Routes; then the provider is seeded, or the replica starts pulling from it."""
-    add_routes(rt, plan, hp)
+    """Routes; then the provider is seeded, or the replica starts pulling from it.
+
+    One exec does it all (each exec costs engine round trips, and `up` waits for this):
+    routes, waiting for slapd on ldapi, then, unless already done (a restarted container
+    keeps its configuration and data), each LDIF step and the mark that it is done.
+    """
     role = identity.role_of(plan, hp.name)
     ident = plan.topology.identity
     if role is None or ident is None:
+        add_routes(rt, plan, hp)
         return
     sfx = identity.suffix(ident.domain)
-    identity.wait_ldapi(rt, hp)
-    # A restarted container (an outage healed) keeps its configuration and data: set up once.
-    if rt.exec(hp.container, ["test", "-f", CONFIGURED_MARK]).ok:
-        return
     if role == "directory":
         passwords = identity.ensure_passwords(plan)
-        identity.apply_ldif(rt, plan, hp, identity.provider_config_ldif(sfx), "syncprov setup")
-        identity.apply_ldif(rt, plan, hp, identity.seed_ldif(ident, passwords), "seeding")
-        _mark_configured(rt, hp)
-        return
-    identity.apply_ldif(rt, plan, hp, identity.consumer_config_ldif(sfx), "replica setup")
-    # The package made its own base entry; syncrepl must bring the provider's (same DN, other
-    # entryUUID), so the replica starts empty.
-    res = rt.exec(hp.container, ["ldapdelete", "-Q", "-Y", "EXTERNAL", "-H", "ldapi:///", sfx])
-    if not res.ok and res.exit_code != 32:
-        raise HarnessError(f"emptying the replica {hp.name}: {res.output.strip()}")
-    provider = plan.hosts[ident.directory].address
-    password = identity.ensure_passwords(plan)[identity.REPLICATOR]
-    ldif = identity.syncrepl_ldif(sfx, provider, ident.sync_interval_s, password)
-    identity.apply_ldif(rt, plan, hp, ldif, "syncrepl setup")
-    _mark_configured(rt, hp)
+        ldifs = [identity.provider_config_ldif(sfx), identity.seed_ldif(ident, passwords)]
+        whats = ["syncprov setup", "seeding"]
+    else:
+        provider = plan.hosts[ident.directory].address
+        password = identity.ensure_passwords(plan)[identity.REPLICATOR]
+        ldifs = [
+            identity.consumer_config_ldif(sfx),
+            identity.syncrepl_ldif(sfx, provider, ident.sync_interval_s, password),
+        ]
+        whats = ["replica setup", "syncrepl setup"]
+    with identity.ldif_files(plan, hp, ldifs) as paths:
+        steps = [_ldapmodify(what, path) for what, path in zip(whats, paths, strict=True)]
+        if role == "replica":
+            # The package made its own base entry; syncrepl must bring the provider's (same
+            # DN, other entryUUID), so the replica starts empty (32: already empty).
+            delete = f"ldapdelete {LDAPI} {shlex.quote(sfx)}"
+            steps.insert(1, _step("emptying the replica", delete, ok_codes=(0, 32)))
+        script = "\n".join(
+            [
+                route_script(plan, hp),
+                _WAIT_LDAPI,
+                f"[ -f {CONFIGURED_MARK} ] && exit 0",
+                *steps,
+                f"touch {CONFIGURED_MARK}",
+            ]
+        )
+        res = rt.exec(hp.container, ["sh", "-c", script])
+    if not res.ok:
+        # ldapmodify reports the entry and the error, never attribute values.
+        raise HarnessError(f"configuring directory {hp.name}: {res.output.strip()[-600:]}")
 
 
 CONFIGURED_MARK = "/etc/ldap/.drill-configured"
+LDAPI = "-Q -Y EXTERNAL -H ldapi:///"
+_WAIT_LDAPI = f"""n=0
+until ldapsearch {LDAPI} -b '' -s base 1.1 >/dev/null 2>&1; do
+  n=$((n+1)); [ $n -lt 300 ] || {{ echo "slapd did not answer on ldapi:/// in 60s"; exit 3; }}
+  sleep 0.2
+done"""
 
 
-def _mark_configured(rt: Runtime, hp: HostPlan) -> None:
-    res = rt.exec(hp.container, ["touch", CONFIGURED_MARK])
-    if not res.ok:
-        raise HarnessError(f"marking {hp.name} configured: {res.output.strip()}")
+def _ldapmodify(what: str, path: str) -> str:
+    return _step(what, f"ldapmodify {LDAPI} -f {shlex.quote(path)}")
+
+
+def _step(what: str, cmd: str, ok_codes: tuple[int, ...] = (0,)) -> str:
+    """A script line that runs ``cmd`` and stops the script, naming ``what``, if it fails."""
+    ok = " || ".join(f"[ $rc -eq {c} ]" for c in ok_codes)
+    return f"{cmd}; rc=$?; {{ {ok}; }} || {{ echo {shlex.quote(what)}: exited $rc; exit 4; }}"
 
 
 def check_ready(rt: Runtime, plan: LabPlan, hp: HostPlan) -> str | None:

@@ -201,9 +201,36 @@ def tunnel_end(rt: Runtime, plan: LabPlan, gp: GatewayPlan) -> TunnelEnd:
 
 
 def check_ready(rt: Runtime, plan: LabPlan, gp: GatewayPlan) -> str | None:
-    """Ready when the tunnel has completed a handshake with the peer."""
+    """Ready when the tunnel has completed a handshake with the peer.
+
+    When both gateways start at the same moment, each one's first handshake initiation can
+    reach the other before it listens, and WireGuard retries only after 5 s (REKEY_TIMEOUT).
+    So while there is no handshake, the peer is re-added at most once a second: a new peer
+    sends its initiation at once, and the other gateway is listening by then.
+    """
     try:
         end = tunnel_end(rt, plan, gp)
     except HarnessError as exc:
         return str(exc)
-    return None if end.latest_handshake else "no WireGuard handshake with the peer yet"
+    if end.latest_handshake:
+        return None
+    if time.monotonic() - _kicked.get(gp.container, 0.0) >= 1.0:
+        _kicked[gp.container] = time.monotonic()
+        peer = peer_of(plan, gp.site)
+        pub = ensure_keys(plan.lab, peer.site)
+        t = plan.topology.tunnel
+        rt.exec(
+            gp.container,
+            [
+                "sh",
+                "-c",
+                f"wg set {INTERFACE} peer {pub} remove && wg set {INTERFACE} peer {pub} "
+                f"endpoint {peer.wan_address}:{t.port} allowed-ips {','.join(peer.lan_subnets)} "
+                f"persistent-keepalive {t.keepalive_s}",
+            ],
+        )
+    return "no WireGuard handshake with the peer yet"
+
+
+_kicked: dict[str, float] = {}
+"""When each gateway's peer was last re-added by ``check_ready`` (monotonic seconds)."""
