@@ -41,15 +41,15 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.replication import core
 from harness.replication.core import BLOCK, Extent, Manifest, Retention
-from harness.replication.store import PageStore, StoreError, iter_pieces
+from harness.replication.store import NotFound, PageStore, StoreError, iter_pieces
 
 log = logging.getLogger("drill.replicator")
 
@@ -57,6 +57,18 @@ FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 UPLOAD_WORKERS = 8
 """Put Pages in flight at once: scattered 4 KiB changes are bound by requests, not bytes."""
+IN_FLIGHT_BYTES = 12 * 1024**2
+"""Bytes in flight at once: three 4 MiB Put Pages keep the tunnel busy; more only queue up in
+Azurite (one thread) until requests time out, and hold more memory."""
+INTENT_WINDOW = 64 * 1024**2
+"""Ranges are marked uncertain (``intent.json``, fsynced) this much ahead of the uploads."""
+REQUEST_BOUND_PUTS = 256
+"""A pass that sends this many Put Pages and still misses a point interval is request-bound."""
+GAP_FILL = 64 * 1024
+"""When a disk falls behind, changed blocks at most this far apart go in one Put Page. A
+request costs about as much CPU (SDK, tunnel, Azurite) as 64 KiB of payload does here, so
+scattered writes are sent faster as fewer, larger requests; when keeping up, only changed
+blocks are sent (bytes over the tunnel are what an owner pays for)."""
 BACKOFF_MAX_S = 2.0
 """Retries come at most this far apart: a healed tunnel is used again within seconds."""
 
@@ -170,6 +182,46 @@ class NoFreezer(Freezer):
 # --- per-disk state --------------------------------------------------------------------------
 
 
+class ShadowFile:
+    """A shadow's file, written as Put Pages succeed and flushed to disk in the background.
+
+    Each Put Page's bytes go to the file as it completes, and every FLUSH_EVERY bytes a
+    background fdatasync starts, so that the last flush of a large pass (an initial
+    replication writes the whole disk) has little left to do.
+    """
+
+    FLUSH_EVERY = 32 * 1024**2
+
+    def __init__(self, path: str, size: int, flusher: ThreadPoolExecutor) -> None:
+        self.path, self.size, self.flusher = path, size, flusher
+        self.fd: int | None = None  # opened at the first write: an idle pass costs nothing
+        self.unflushed = 0
+        self.flushing: Future[None] | None = None
+
+    def write(self, off: int, data: bytes) -> None:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            if os.fstat(self.fd).st_size != self.size:
+                os.ftruncate(self.fd, self.size)
+        os.pwrite(self.fd, data, off)
+        self.unflushed += len(data)
+        if self.unflushed >= self.FLUSH_EVERY and (self.flushing is None or self.flushing.done()):
+            self.flushing = self.flusher.submit(os.fdatasync, self.fd)
+            self.unflushed = 0
+
+    def close(self) -> None:
+        """Everything written is durable once this returns."""
+        if self.fd is None:
+            return
+        try:
+            if self.flushing is not None:
+                self.flushing.result()
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
 @dataclass
 class DiskRep:
     """A disk under replication: its config, shadow and counters."""
@@ -186,6 +238,8 @@ class DiskRep:
     last_error: str | None = None
     last_error_at: float | None = None
     initial_done: bool = False
+    behind: bool = False  # the last pass took longer than a point interval: fill gaps
+    filled_bytes: int = 0
 
     @property
     def key(self) -> str:
@@ -197,9 +251,34 @@ class DiskRep:
 
     def scan(self) -> list[Extent]:
         """Blocks where the image differs from the shadow."""
+        return list(self.scan_iter())
+
+    def scan_fresh(self) -> Iterator[Extent]:
+        """The changed blocks as found by one scan, each read again when it is sent.
+
+        The scan only notes which blocks differ (no data held), so a pass is bounded by what
+        had changed when it began: under churn, a pass that read each block only when it got
+        to it would keep finding newer changes ahead of it and never end. Reading a block
+        again at send time may pick up a newer write: that is sent, and the shadow records
+        exactly what was sent.
+        """
+        offsets = [off for off, _ in self.scan_iter()]
         fd = os.open(self.cfg.image, os.O_RDONLY)
         try:
-            return self.shadow.diff_fd(fd)
+            for off in offsets:
+                n = min(BLOCK, self.cfg.size - off)
+                data = os.pread(fd, n, off)
+                if len(data) != n:
+                    raise OSError(f"short read of {self.cfg.image} at {off}")
+                yield off, data
+        finally:
+            os.close(fd)
+
+    def scan_iter(self) -> Iterator[Extent]:
+        """``scan``, a chunk at a time (the image stays open until the iterator is done)."""
+        fd = os.open(self.cfg.image, os.O_RDONLY)
+        try:
+            yield from self.shadow.diff_iter(lambda off, n: os.pread(fd, n, off))
         finally:
             os.close(fd)
 
@@ -240,6 +319,7 @@ class Replicator:
         self.freezes: list[dict[str, Any]] = []
         self.started_at = clock()
         self._pool = ThreadPoolExecutor(max_workers=UPLOAD_WORKERS)
+        self._flusher = ThreadPoolExecutor(max_workers=1)
         (self.dir / "shadow").mkdir(parents=True, exist_ok=True)
         (self.dir / "requests").mkdir(parents=True, exist_ok=True)
         intent = self._load_intent()
@@ -284,11 +364,7 @@ class Replicator:
                 self.latest[host] = _point_summary(newest)
                 for d in reps:
                     d.initial_done = True
-            referenced = {dp.snapshot for m in manifests for dp in m.disks}
-            for d in reps:
-                for snap in self.store.snapshots(d.blob):
-                    if snap not in referenced:
-                        self.store.delete_snapshot(d.blob, snap)
+            self._drop_orphans(host, manifests)
         for g in self.groups:
             self.next_point.setdefault(g, now)
             self.next_app.setdefault(g, now + (self.cfg.app_consistent_s or 0))
@@ -369,32 +445,84 @@ class Replicator:
 
     # --- uploads -------------------------------------------------------------------------------
 
-    def _upload(self, d: DiskRep, extents: list[Extent], *, resync: bool = False) -> int:
-        """Send ``extents`` as Put Pages; the shadow follows what succeeded. Bytes sent."""
-        puts = core.coalesce(extents)
-        if not puts:
-            return 0
-        d.uncertain = core.merge_ranges([*d.uncertain, *((o, len(b)) for o, b in puts)])
-        self._save_intent()
-        results = list(self._pool.map(lambda p: self._put(d, p), puts))
-        done = [p for p, err in zip(puts, results, strict=True) if err is None]
-        for off, data in done:
-            d.shadow.apply(off, data)
-        d.shadow.save(d.shadow_path, [(o, len(b)) for o, b in done])
-        sent = sum(len(b) for _, b in done)
-        d.puts += len(done)
+    def _upload(
+        self,
+        d: DiskRep,
+        extents: Iterable[Extent],
+        *,
+        resync: bool = False,
+    ) -> int:
+        """Send ``extents`` (sorted by offset) as Put Pages; the shadow follows what succeeded.
+
+        Extents are consumed as they come (a scan may still be running) with at most
+        UPLOAD_WORKERS requests and IN_FLIGHT_BYTES in flight, so memory stays bounded
+        whatever the disk's size. Every range is in the persisted intent before its Put Page
+        is sent. After the first failure nothing more is sent: what is left still differs from
+        the shadow, and the next scan finds it. Bytes sent; the first error is raised.
+        """
+        pending: dict[Future[StoreError | None], Extent] = {}
+        in_flight = 0
+        failed: list[tuple[int, int]] = []
+        errors: list[StoreError] = []
+        sent = 0
+        intent_end = -1
+        shadow_file = ShadowFile(d.shadow_path, d.cfg.size, self._flusher)
+
+        def settle() -> None:
+            nonlocal in_flight, sent
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                off, data = pending.pop(fut)
+                in_flight -= len(data)
+                err = fut.result()
+                if err is None:
+                    d.backlog_bytes = max(0, d.backlog_bytes - len(data))
+                    d.shadow.apply(off, data)
+                    shadow_file.write(off, data)
+                    sent += len(data)
+                    d.puts += 1
+                else:
+                    failed.append((off, len(data)))
+                    errors.append(err)
+
+        gap = GAP_FILL if d.behind and not resync else 0
+        try:
+            for off, data in core.coalesce_sorted(extents, gap=gap, fill=self._filler(d)):
+                if errors:
+                    break
+                if off + len(data) > intent_end:
+                    intent_end = min(d.cfg.size, off + max(INTENT_WINDOW, len(data)))
+                    d.uncertain = core.merge_ranges([*d.uncertain, (off, intent_end - off)])
+                    self._save_intent()
+                while pending and (
+                    len(pending) >= UPLOAD_WORKERS or in_flight + len(data) > IN_FLIGHT_BYTES
+                ):
+                    settle()
+                pending[self._pool.submit(self._put, d, (off, data))] = (off, data)
+                in_flight += len(data)
+        finally:
+            while pending:
+                settle()
+            shadow_file.close()
         if resync:
             d.resync_bytes_sent += sent
         else:
             d.bytes_sent += sent
-        failed = [(o, len(b)) for (o, b), err in zip(puts, results, strict=True) if err]
         # What succeeded is certain now; failed ranges stay uncertain until a resync.
-        d.uncertain = [] if not failed else core.merge_ranges(failed)
+        d.uncertain = core.merge_ranges(failed)
         self._save_intent()
-        errors = [e for e in results if e is not None]
         if errors:
             raise errors[0]
         return sent
+
+    def _filler(self, d: DiskRep) -> Callable[[int, int], bytes]:
+        """Gap bytes for a gap-filled Put Page: the shadow's, which the blob already holds."""
+
+        def fill(off: int, length: int) -> bytes:
+            d.filled_bytes += length
+            return d.shadow.read(off, length)
+
+        return fill
 
     def _put(self, d: DiskRep, put: Extent) -> StoreError | None:
         try:
@@ -404,22 +532,51 @@ class Replicator:
         return None
 
     def _sync(self, d: DiskRep) -> tuple[int, int, float]:
-        """An unfrozen delta pass of one disk: (changed bytes, sent bytes, scan seconds)."""
+        """An unfrozen delta pass of one disk: (changed bytes, sent bytes, seconds).
+
+        The backlog is what the scan found and no Put Page has carried yet; when the pass
+        fails, the rest of the scan still counts into it (a partition shows its backlog).
+        """
         t0 = time.monotonic()
-        extents = d.scan()
-        scan_s = time.monotonic() - t0
-        changed = sum(len(b) for _, b in extents)
-        d.backlog_bytes = changed
-        sent = self._upload(d, extents)
+        changed = 0
+
+        def counted(extents: Iterable[Extent]) -> Iterator[Extent]:
+            nonlocal changed
+            for e in extents:
+                changed += len(e[1])
+                d.backlog_bytes += len(e[1])
+                yield e
+
         d.backlog_bytes = 0
-        return changed, sent, scan_s
+        puts = d.puts
+        scan = counted(d.scan_fresh())
+        try:
+            sent = self._upload(d, scan)
+        except StoreError:
+            for _ in scan:
+                pass
+            raise
+        d.backlog_bytes = 0
+        took = time.monotonic() - t0
+        self._update_behind(d, took, d.puts - puts)
+        return changed, sent, took
+
+    def _update_behind(self, d: DiskRep, took: float, puts: int) -> None:
+        """Fill gaps while passes are slower than a point interval because of how many
+        requests they send (a pass slowed by the network, e.g. just after a partition heals,
+        gains nothing from it); stop once a pass takes less than half the interval."""
+        if took > self.cfg.crash_consistent_s and puts >= REQUEST_BOUND_PUTS:
+            d.behind = True
+        elif took < self.cfg.crash_consistent_s / 2:
+            d.behind = False
 
     def delta_pass(self) -> None:
         """Continuous replication: every disk's changed blocks, no freeze, no point."""
         self.last_delta = self.clock()
         for host, reps in self.disks.items():
             for d in reps:
-                changed, sent, scan_s = self._sync(d)
+                filled = d.filled_bytes
+                changed, sent, took = self._sync(d)
                 if changed:
                     self._event(
                         kind="delta",
@@ -427,7 +584,8 @@ class Replicator:
                         disk=d.cfg.name,
                         changed_bytes=changed,
                         sent_bytes=sent,
-                        scan_s=round(scan_s, 4),
+                        filled_bytes=d.filled_bytes - filled,
+                        duration_s=round(took, 4),
                         size=d.cfg.size,
                     )
 
@@ -438,7 +596,10 @@ class Replicator:
         hosts = self.groups[group]
         reps = [d for h in hosts for d in self.disks[h]]
         started = time.monotonic()
+        filled = sum(d.filled_bytes for d in reps)
+        puts = {d.key: d.puts for d in reps}
         pre_sent = sum(self._sync(d)[1] for d in reps)
+        prepass_s = time.monotonic() - started
         ptype: core.PointType = "crash-consistent"
         if app:
             ptype = "app-consistent"
@@ -460,9 +621,11 @@ class Replicator:
         for d, ext in captures:
             d.backlog_bytes = sum(len(b) for _, b in ext)
         sent = 0
+        t1 = time.monotonic()
         for d, ext in captures:
             sent += self._upload(d, ext)
             d.backlog_bytes = 0
+        upload_s = time.monotonic() - t1
         snaps = {d.key: self.store.snapshot(d.blob) for d in reps}
         published = []
         now = self.clock()
@@ -481,7 +644,7 @@ class Replicator:
                         name=d.cfg.name,
                         size=d.cfg.size,
                         snapshot=snaps[d.key],
-                        hash=d.shadow.disk_hash(),
+                        hash=d.shadow.disk_hash(self._pool),
                         chunk_hashes=b"".join(d.shadow.chunk_hashes()).hex(),
                     )
                     for d in self.disks[h]
@@ -498,6 +661,9 @@ class Replicator:
         if app and self.cfg.app_consistent_s is not None:
             self.next_app[group] = taken_at + self.cfg.app_consistent_s
         self.freezes = [*self.freezes[-199:], {"at": taken_at, "ms": round(freeze_ms, 3)}]
+        took = time.monotonic() - started
+        for d in reps:
+            self._update_behind(d, took, d.puts - puts[d.key])
         self._event(
             kind="point",
             group=group,
@@ -509,25 +675,50 @@ class Replicator:
             prepass_sent_bytes=pre_sent,
             captured_bytes=captured,
             sent_bytes=sent,
-            duration_s=round(time.monotonic() - started, 4),
+            filled_bytes=sum(d.filled_bytes for d in reps) - filled,
+            prepass_s=round(prepass_s, 4),
+            upload_s=round(upload_s, 4),
+            duration_s=round(took, 4),
         )
         for h in hosts:
             self.prune(h)
         return published
 
     def prune(self, host: str) -> list[int]:
-        """Delete the points of ``host`` that the retention schedule drops."""
+        """Delete the points of ``host`` that the retention schedule drops.
+
+        A point whose manifest is already gone was unpublished by a prune that failed before
+        its snapshots were deleted (or whose delete's outcome was in doubt): it is forgotten
+        and the host's orphan snapshots are removed, so one failed prune never stops pruning.
+        """
         points = self.points.get(host, [])
         keep = self.retention.keep(points, self.clock())
         dropped = [p for p in points if p[0] not in keep]
+        orphans = False
         for seq, _, _ in dropped:
             name = core.manifest_blob(host, seq)
-            m = Manifest.from_bytes(self.store.get_manifest(name))
-            self.store.delete_manifest(name)  # unpublish first: never a point without data
-            for dp in m.disks:
-                self.store.delete_snapshot(core.head_blob(host, dp.name), dp.snapshot)
-        self.points[host] = [p for p in points if p[0] in keep]
+            try:
+                m = Manifest.from_bytes(self.store.get_manifest(name))
+            except NotFound:
+                orphans = True
+            else:
+                self.store.delete_manifest(name)  # unpublish first: never a point without data
+                for dp in m.disks:
+                    self.store.delete_snapshot(core.head_blob(host, dp.name), dp.snapshot)
+            self.points[host] = [p for p in self.points[host] if p[0] != seq]
+        if orphans:
+            names = self.store.manifests(f"{host}/")
+            left = [Manifest.from_bytes(self.store.get_manifest(n)) for n in names]
+            self._drop_orphans(host, left)
         return [p[0] for p in dropped]
+
+    def _drop_orphans(self, host: str, manifests: Sequence[Manifest]) -> None:
+        """Delete the snapshots of ``host``'s disks that none of its ``manifests`` references."""
+        referenced = {dp.snapshot for m in manifests for dp in m.disks}
+        for d in self.disks[host]:
+            for snap in self.store.snapshots(d.blob):
+                if snap not in referenced:
+                    self.store.delete_snapshot(d.blob, snap)
 
     # --- resync --------------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -56,17 +57,42 @@ def coalesce(extents: Iterable[Extent], max_put: int = MAX_PUT) -> list[Extent]:
     Every extent must be page-aligned (offset and length multiples of 512); the result is too,
     sorted by offset, and covers exactly the input bytes (nothing in between is sent).
     """
+    return list(coalesce_sorted(sorted(extents, key=lambda e: e[0]), max_put))
+
+
+def coalesce_sorted(
+    extents: Iterable[Extent],
+    max_put: int = MAX_PUT,
+    *,
+    gap: int | Callable[[], int] = 0,
+    fill: Callable[[int, int], bytes] | None = None,
+) -> Iterator[Extent]:
+    """``coalesce`` of extents already sorted by offset, yielding each Put Page once complete.
+
+    With ``gap`` > 0, two extents at most ``gap`` bytes apart become one Put Page whose middle
+    is ``fill(offset, length)``: what the blob already holds there (the shadow), so sending it
+    changes nothing. It trades bytes for requests, which cost far more than their bytes when
+    changes are scattered (see ``agent.GAP_FILL``). ``gap`` may be a function, asked again at
+    every extent, so that a pass can start filling once it finds itself behind.
+    """
     if max_put < PAGE or max_put % PAGE:
         raise ValueError("max_put must be a positive multiple of 512")
-    out: list[Extent] = []
+    gap_now = gap if callable(gap) else (lambda: gap)
     cur_off = -1
     parts: list[bytes] = []
     cur_len = 0
-    for off, data in sorted(extents, key=lambda e: e[0]):
+    for off, data in extents:
         if off % PAGE or len(data) % PAGE or not data:
             raise ValueError(f"extent at {off} (+{len(data)}) is not page-aligned")
         if parts and off < cur_off + cur_len:
-            raise ValueError(f"extent at {off} overlaps the one before it")
+            raise ValueError(f"extent at {off} overlaps the one before it (or is out of order)")
+        hole = off - (cur_off + cur_len)
+        g = gap_now() if parts and hole > 0 else 0
+        if g and (fill is None or g % PAGE):
+            raise ValueError("gap must be a multiple of 512, with a fill function")
+        if 0 < hole <= g and cur_len + hole < max_put and fill is not None:
+            parts.append(fill(cur_off + cur_len, hole))
+            cur_len += hole
         pos = 0
         while pos < len(data):
             if parts and off + pos == cur_off + cur_len and cur_len < max_put:
@@ -75,13 +101,12 @@ def coalesce(extents: Iterable[Extent], max_put: int = MAX_PUT) -> list[Extent]:
                 cur_len += take
             else:
                 if parts:
-                    out.append((cur_off, b"".join(parts)))
+                    yield cur_off, b"".join(parts)
                 take = min(max_put, len(data) - pos)
                 cur_off, parts, cur_len = off + pos, [data[pos : pos + take]], take
             pos += take
     if parts:
-        out.append((cur_off, b"".join(parts)))
-    return out
+        yield cur_off, b"".join(parts)
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -182,7 +207,10 @@ class Shadow:
 
     def diff(self, read: Callable[[int, int], bytes]) -> list[Extent]:
         """The BLOCKs where the image (read through ``read(offset, length)``) differs."""
-        out: list[Extent] = []
+        return list(self.diff_iter(read))
+
+    def diff_iter(self, read: Callable[[int, int], bytes]) -> Iterator[Extent]:
+        """``diff``, a chunk at a time: uploads can start while the rest is still scanned."""
         for i in range(self.nchunks):
             off, n = i * CHUNK, self._len(i)
             cur = read(off, n)
@@ -190,8 +218,9 @@ class Shadow:
                 raise ValueError(f"short read of the image at {off}: {len(cur)} of {n}")
             old = self.chunks[i]
             if cur != old:
-                _changed_blocks(off, cur, old, out)
-        return out
+                found: list[Extent] = []
+                _changed_blocks(off, cur, old, found)
+                yield from found
 
     def diff_fd(self, fd: int) -> list[Extent]:
         """``diff`` of an open image file."""
@@ -215,16 +244,18 @@ class Shadow:
             self._hashes[i] = None
             pos += take
 
-    def chunk_hashes(self) -> list[bytes]:
-        """Per-chunk sha256, recomputing only chunks changed since the last call."""
-        for i, h in enumerate(self._hashes):
-            if h is None:
-                self._hashes[i] = chunk_hash(self.chunks[i])
+    def chunk_hashes(self, pool: Executor | None = None) -> list[bytes]:
+        """Per-chunk sha256, recomputing only chunks changed since the last call (on ``pool``'s
+        threads when given: hashlib releases the GIL, so they run side by side)."""
+        stale = [i for i, h in enumerate(self._hashes) if h is None]
+        run = pool.map if pool is not None else map
+        for i, digest in zip(stale, run(chunk_hash, [self.chunks[i] for i in stale]), strict=True):
+            self._hashes[i] = digest
         return [h for h in self._hashes if h is not None]
 
-    def disk_hash(self) -> str:
+    def disk_hash(self, pool: Executor | None = None) -> str:
         """The hash of what the shadow holds."""
-        return disk_hash(self.size, self.chunk_hashes())
+        return disk_hash(self.size, self.chunk_hashes(pool))
 
     # Persistence: a sparse file of the disk's size, updated in place, fsynced.
 
@@ -351,12 +382,13 @@ DAY = 86400.0
 class Retention:
     """ASR's recovery point pruning (A2A table), scaled by ``crash_consistent_s / 300``.
 
-    Points of the last 2 h (scaled) are all kept. Beyond that, within ``retention_s``, one
-    point per bucket (aligned to the epoch, so that every member of a replication group keeps
-    the same instants): 1 h for a retention of up to 1 day, 2 h for 2-7 days, and for 8-15
-    days 2 h over the first 7 days and 4 h after. A retention of 0 keeps only the newest point
-    ("only latest failover is possible"). The newest point and the newest app-consistent point
-    are always kept.
+    Points of the last 2 h (scaled, and never longer than the retention: drills may keep
+    points for less than that window, which ASR's 1-day minimum never does) are all kept.
+    Beyond that, within ``retention_s``, one point per bucket (aligned to the epoch, so that
+    every member of a replication group keeps the same instants): 1 h for a retention of up
+    to 1 day, 2 h for 2-7 days, and for 8-15 days 2 h over the first 7 days and 4 h after. A
+    retention of 0 keeps only the newest point ("only latest failover is possible"). The
+    newest point and the newest app-consistent point are always kept.
     """
 
     retention_s: float
@@ -386,7 +418,7 @@ class Retention:
         apps = [p for p in points if p[2] == "app-consistent" and now - p[1] <= self.retention_s]
         if apps:
             keep.add(max(apps, key=lambda p: (p[1], p[0]))[0])
-        recent = 2 * HOUR * self.scale
+        recent = min(2 * HOUR * self.scale, self.retention_s)
         buckets: dict[tuple[float, int], tuple[float, int]] = {}
         for seq, taken, _ in points:
             age = now - taken

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from harness.replication import core
 from harness.replication.agent import Config, DiskConfig, HostConfig, NoFreezer, Replicator
 from harness.replication.core import BLOCK, MAX_PUT, PAGE, Retention, Shadow, coalesce
-from harness.replication.store import MemoryPageStore
+from harness.replication.store import MemoryPageStore, StoreError
 
 SIZE = 8 * 1024 * 1024 + 3 * PAGE  # not a multiple of the block or chunk size on purpose
 
@@ -38,6 +38,74 @@ def test_coalesce_keeps_gaps_and_alignment() -> None:
 def test_coalesce_rejects_unaligned(extent: tuple[int, bytes]) -> None:
     with pytest.raises(ValueError, match="page-aligned"):
         coalesce([extent])
+
+
+def test_coalesce_fills_small_gaps_from_the_shadow_only_when_asked() -> None:
+    extents = [(0, b"a" * BLOCK), (2 * BLOCK, b"b" * BLOCK), (10 * BLOCK, b"c" * BLOCK)]
+    held: list[tuple[int, int]] = []
+
+    def fill(off: int, n: int) -> bytes:
+        held.append((off, n))
+        return b"s" * n
+
+    assert len(list(core.coalesce_sorted(extents))) == 3
+    puts = list(core.coalesce_sorted(extents, gap=BLOCK, fill=fill))
+    assert [(o, len(d)) for o, d in puts] == [(0, 3 * BLOCK), (10 * BLOCK, BLOCK)]
+    assert puts[0][1] == b"a" * BLOCK + b"s" * BLOCK + b"b" * BLOCK
+    assert held == [(BLOCK, BLOCK)]  # the 7-block gap was too wide to fill
+    with pytest.raises(ValueError, match="out of order"):
+        list(core.coalesce_sorted(extents[::-1]))
+
+
+def test_a_disk_behind_sends_fewer_requests_and_still_converges(tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.write(os.urandom(SIZE))
+    store = MemoryPageStore()
+    rep = _replicator(tmp_path, image, store)
+    rep.connect()
+    rep.point("host:web1", app=False)
+    d = rep.disks["web1"][0]
+
+    def scatter() -> int:
+        """Every other block of the first 4 MiB rewritten: many small neighbours-but-one."""
+        fd = os.open(image, os.O_WRONLY)
+        try:
+            for b in range(0, 1024, 2):
+                os.pwrite(fd, os.urandom(BLOCK), b * BLOCK)
+        finally:
+            os.close(fd)
+        return 512 * BLOCK
+
+    changed = scatter()
+    puts, sent = store.puts, store.bytes_put
+    rep.delta_pass()
+    assert store.bytes_put - sent == changed and store.puts - puts == 512  # keeping up: bytes
+    assert d.filled_bytes == 0
+    d.behind = True
+    changed = scatter()
+    puts, sent = store.puts, store.bytes_put
+    rep.delta_pass()
+    assert store.puts - puts <= 2  # behind: requests
+    assert d.filled_bytes == store.bytes_put - sent - changed > 0
+    assert bytes(store.blobs["web1/data.img"]) == image.read_bytes()
+    assert d.shadow.read(0, SIZE) == image.read_bytes()
+
+
+def test_behind_follows_how_long_passes_take(tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(SIZE)
+    rep = _replicator(tmp_path, image, MemoryPageStore(), crash=1)
+    d = rep.disks["web1"][0]
+    rep._update_behind(d, 5.0, 3)  # slow, but a few requests: the network, not requests
+    assert not d.behind
+    rep._update_behind(d, 1.5, 1000)
+    assert d.behind
+    rep._update_behind(d, 0.7, 1000)  # between half and the whole interval: no change
+    assert d.behind
+    rep._update_behind(d, 0.4, 1000)
+    assert not d.behind
 
 
 def test_shadow_rejects_sizes_that_are_not_pages() -> None:
@@ -237,6 +305,60 @@ def test_retention_keeps_recent_all_and_thins_older_per_bucket() -> None:
     assert max(ages) <= 1440
     older = [a for a in ages if a > 120]
     assert older and all(b - a >= 55 for a, b in itertools.pairwise(older))
+
+
+def test_recent_window_never_outlasts_the_retention() -> None:
+    # crash every 1 s: 2 h scaled is 24 s, longer than this drill's 10 s retention
+    r = Retention(retention_s=10, crash_consistent_s=1)
+    now = 1000.0
+    points = [(i, now - i, "crash-consistent") for i in range(30)]
+    kept = r.keep(points, now)
+    assert 0 in kept and max(now - t for s, t, _ in points if s in kept) <= 10
+
+
+class _FlakySnapshotDeletes(MemoryPageStore):
+    """A store whose next snapshot delete fails (a partition in the middle of a prune)."""
+
+    fail_next = False
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("deleting snapshot: connection reset")
+        super().delete_snapshot(name, snapshot)
+
+
+def test_a_prune_cut_short_never_stops_pruning(tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(SIZE))
+    clock = [1000.0]
+    cfg = Config(
+        "memory",
+        "a",
+        "",
+        1,
+        None,
+        30,
+        10,
+        (HostConfig("web1", None, None, (DiskConfig("data", SIZE, str(image), None),)),),
+    )
+    store = _FlakySnapshotDeletes()
+    rep = Replicator(cfg, store, tmp_path / "state", freezer=NoFreezer(), clock=lambda: clock[0])
+    rep.connect()
+    for _ in range(40):
+        rep.point("host:web1", app=False)
+        clock[0] += 1
+    steady = len(store.manifests("web1/"))
+    store.fail_next = True  # the manifest goes, its snapshot stays
+    with pytest.raises(StoreError):
+        rep.point("host:web1", app=False)
+    for _ in range(5):
+        clock[0] += 1
+        rep.point("host:web1", app=False)  # each of these failed for good before the fix
+    manifests = [core.Manifest.from_bytes(store.get_manifest(n)) for n in store.manifests("web1/")]
+    referenced = {dp.snapshot for m in manifests for dp in m.disks}
+    assert set(store.snapshots("web1/data.img")) == referenced  # the orphan went too
+    assert len(manifests) <= steady + 1
 
 
 def test_retention_zero_keeps_only_the_newest() -> None:
