@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import docker
 import pytest
@@ -94,3 +95,18 @@ def minimal_lab() -> Iterator[lab.LabStatus]:
 
 def host(st: lab.LabStatus, name: str) -> Any:
     return next(h for h in st.hosts if h.name == name)
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 90) -> T:
+    """Poll ``fn`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")

@@ -11,9 +11,9 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
@@ -25,24 +25,11 @@ from harness.components import replicator, storage
 from harness.replication import control, core
 from harness.runtime import DockerRuntime
 
-from .conftest import drill_cli, unique_name
+from .conftest import drill_cli, unique_name, wait_for
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 POLICY = {"crash_consistent_s": 2, "app_consistent_s": 6, "retention_s": 600, "rpo_threshold_s": 8}
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 90) -> T:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
