@@ -267,9 +267,10 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress, ready_timeout_s: 
             # The storage account first: Azurite takes longest to answer once started.
             storage = {hp.container for hp in hosts if hp.role == "storage"}
             first = [t for t in tasks if t[0].name in storage]
+            rest = [t for t in tasks if t[0].name not in storage]
             starts = [starter.submit(start, spec, configure) for spec, configure in first]
             starts.append(starter.submit(forwarding.allow, rt, plan, bridges))
-            starts += [starter.submit(start, s, c) for s, c in tasks if (s, c) not in first]
+            starts += [starter.submit(start, spec, configure) for spec, configure in rest]
             _raise_first_done(starts)
             _raise_first_done(finishing)
         except BaseException:

@@ -100,13 +100,10 @@ def setup_script(plan: LabPlan, gp: GatewayPlan) -> str:
     """The shell that brings ``wg0`` up with its one peer (no secrets in it)."""
     t = plan.topology.tunnel
     peer = peer_of(plan, gp.site)
-    peer_pub = ensure_keys(plan.lab, peer.site)
-    allowed = ",".join(peer.lan_subnets)
     lines = [
         f"wireguard-go {INTERFACE} 2>/dev/null",
         f"wg set {INTERFACE} listen-port {t.port} private-key {KEY_IN_CONTAINER} "
-        f"peer {peer_pub} endpoint {peer.wan_address}:{t.port} allowed-ips {allowed} "
-        f"persistent-keepalive {t.keepalive_s}",
+        + _peer_args(plan, gp),
         f"ip link set {INTERFACE} mtu {t.mtu} up",
         # Clamp TCP MSS to the tunnel's path MTU, as VPN gateways do.
         "iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN "
@@ -115,6 +112,16 @@ def setup_script(plan: LabPlan, gp: GatewayPlan) -> str:
     lines += [f"ip route replace {subnet} dev {INTERFACE}" for subnet in peer.lan_subnets]
     lines.append(f"nohup sh -c {shlex.quote(_RX_MONITOR)} >/dev/null 2>&1 &")
     return "\n".join(lines)
+
+
+def _peer_args(plan: LabPlan, gp: GatewayPlan) -> str:
+    """``wg set`` arguments for the gateway's one peer: the other site's gateway."""
+    t = plan.topology.tunnel
+    peer = peer_of(plan, gp.site)
+    return (
+        f"peer {ensure_keys(plan.lab, peer.site)} endpoint {peer.wan_address}:{t.port} "
+        f"allowed-ips {','.join(peer.lan_subnets)} persistent-keepalive {t.keepalive_s}"
+    )
 
 
 RX_FILE = "/run/tunnel-rx"
@@ -216,19 +223,9 @@ def check_ready(rt: Runtime, plan: LabPlan, gp: GatewayPlan) -> str | None:
         return None
     if time.monotonic() - _kicked.get(gp.container, 0.0) >= 1.0:
         _kicked[gp.container] = time.monotonic()
-        peer = peer_of(plan, gp.site)
-        pub = ensure_keys(plan.lab, peer.site)
-        t = plan.topology.tunnel
-        rt.exec(
-            gp.container,
-            [
-                "sh",
-                "-c",
-                f"wg set {INTERFACE} peer {pub} remove && wg set {INTERFACE} peer {pub} "
-                f"endpoint {peer.wan_address}:{t.port} allowed-ips {','.join(peer.lan_subnets)} "
-                f"persistent-keepalive {t.keepalive_s}",
-            ],
-        )
+        pub = ensure_keys(plan.lab, peer_of(plan, gp.site).site)
+        again = f"wg set {INTERFACE} peer {pub} remove && wg set {INTERFACE} "
+        rt.exec(gp.container, ["sh", "-c", again + _peer_args(plan, gp)])
     return "no WireGuard handshake with the peer yet"
 
 

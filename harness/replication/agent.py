@@ -238,7 +238,7 @@ class DiskRep:
     last_error: str | None = None
     last_error_at: float | None = None
     initial_done: bool = False
-    behind: bool = False  # the last pass took longer than a point interval: fill gaps
+    behind: bool = False  # request-bound and late (see _update_behind): fill gaps
     filled_bytes: int = 0
 
     @property
@@ -454,7 +454,7 @@ class Replicator:
     ) -> int:
         """Send ``extents`` (sorted by offset) as Put Pages; the shadow follows what succeeded.
 
-        Extents are consumed as they come (a scan may still be running) with at most
+        Extents are consumed as they come (a pass reads each block as it sends it) with at most
         UPLOAD_WORKERS requests and IN_FLIGHT_BYTES in flight, so memory stays bounded
         whatever the disk's size. Every range is in the persisted intent before its Put Page
         is sent. After the first failure nothing more is sent: what is left still differs from

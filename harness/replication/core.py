@@ -64,7 +64,7 @@ def coalesce_sorted(
     extents: Iterable[Extent],
     max_put: int = MAX_PUT,
     *,
-    gap: int | Callable[[], int] = 0,
+    gap: int = 0,
     fill: Callable[[int, int], bytes] | None = None,
 ) -> Iterator[Extent]:
     """``coalesce`` of extents already sorted by offset, yielding each Put Page once complete.
@@ -72,12 +72,12 @@ def coalesce_sorted(
     With ``gap`` > 0, two extents at most ``gap`` bytes apart become one Put Page whose middle
     is ``fill(offset, length)``: what the blob already holds there (the shadow), so sending it
     changes nothing. It trades bytes for requests, which cost far more than their bytes when
-    changes are scattered (see ``agent.GAP_FILL``). ``gap`` may be a function, asked again at
-    every extent, so that a pass can start filling once it finds itself behind.
+    changes are scattered (see ``agent.GAP_FILL``).
     """
     if max_put < PAGE or max_put % PAGE:
         raise ValueError("max_put must be a positive multiple of 512")
-    gap_now = gap if callable(gap) else (lambda: gap)
+    if gap and (fill is None or gap % PAGE):
+        raise ValueError("gap must be a multiple of 512, with a fill function")
     cur_off = -1
     parts: list[bytes] = []
     cur_len = 0
@@ -87,10 +87,7 @@ def coalesce_sorted(
         if parts and off < cur_off + cur_len:
             raise ValueError(f"extent at {off} overlaps the one before it (or is out of order)")
         hole = off - (cur_off + cur_len)
-        g = gap_now() if parts and hole > 0 else 0
-        if g and (fill is None or g % PAGE):
-            raise ValueError("gap must be a multiple of 512, with a fill function")
-        if 0 < hole <= g and cur_len + hole < max_put and fill is not None:
+        if parts and 0 < hole <= gap and cur_len + hole < max_put and fill is not None:
             parts.append(fill(cur_off + cur_len, hole))
             cur_len += hole
         pos = 0
@@ -257,7 +254,8 @@ class Shadow:
         """The hash of what the shadow holds."""
         return disk_hash(self.size, self.chunk_hashes(pool))
 
-    # Persistence: a sparse file of the disk's size, updated in place, fsynced.
+    # Persistence: a sparse file of the disk's size, written as Put Pages succeed
+    # (``agent.ShadowFile``).
 
     @classmethod
     def load(cls, path: str, size: int) -> Shadow:
@@ -277,24 +275,6 @@ class Shadow:
         finally:
             os.close(fd)
         return sh
-
-    def save(self, path: str, ranges: Iterable[tuple[int, int]] | None = None) -> None:
-        """Write ``ranges`` (default: everything non-zero) to ``path`` and fsync it."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size != self.size:
-                os.ftruncate(fd, self.size)
-            if ranges is None:
-                ranges = [
-                    (i * CHUNK, self._len(i))
-                    for i in range(self.nchunks)
-                    if self.chunks[i] is not self._zeros(i)
-                ]
-            for off, ln in merge_ranges(ranges):
-                os.pwrite(fd, self.read(off, ln), off)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --- recovery points --------------------------------------------------------------------------

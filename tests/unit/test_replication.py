@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +60,7 @@ def test_coalesce_fills_small_gaps_from_the_shadow_only_when_asked() -> None:
 
 
 def test_a_disk_behind_sends_fewer_requests_and_still_converges(tmp_path: Path) -> None:
-    image = tmp_path / "disk.img"
-    with open(image, "wb") as f:
-        f.write(os.urandom(SIZE))
-    store = MemoryPageStore()
-    rep = _replicator(tmp_path, image, store)
-    rep.connect()
-    rep.point("host:web1", app=False)
+    image, store, rep = _replicated(tmp_path)
     d = rep.disks["web1"][0]
 
     def scatter() -> int:
@@ -116,7 +112,13 @@ def test_shadow_rejects_sizes_that_are_not_pages() -> None:
 # --- the property: one cycle makes the replica equal the source, sending only changed blocks --
 
 
-def _replicator(tmp: Path, image: Path, store: MemoryPageStore, **policy: float) -> Replicator:
+def _replicator(
+    tmp: Path,
+    image: Path,
+    store: MemoryPageStore,
+    clock: Callable[[], float] = time.time,
+    **policy: float,
+) -> Replicator:
     cfg = Config(
         endpoint="memory",
         account="acct",
@@ -134,7 +136,24 @@ def _replicator(tmp: Path, image: Path, store: MemoryPageStore, **policy: float)
             ),
         ),
     )
-    return Replicator(cfg, store, tmp / "state", freezer=NoFreezer())
+    return Replicator(cfg, store, tmp / "state", freezer=NoFreezer(), clock=clock)
+
+
+def _replicated(
+    tmp: Path,
+    store: MemoryPageStore | None = None,
+    clock: Callable[[], float] = time.time,
+    **policy: float,
+) -> tuple[Path, MemoryPageStore, Replicator]:
+    """A disk of random bytes, connected and with its first point taken."""
+    image = tmp / "disk.img"
+    with open(image, "wb") as f:
+        f.write(os.urandom(SIZE))
+    store = store or MemoryPageStore()
+    rep = _replicator(tmp, image, store, clock, **policy)
+    rep.connect()
+    rep.point("host:web1", app=False)
+    return image, store, rep
 
 
 writes = st.lists(
@@ -199,13 +218,7 @@ def test_initial_replication_sends_only_non_zero_blocks(tmp_path: Path) -> None:
 
 
 def test_failed_puts_are_resynced_by_comparison_not_full_copy(tmp_path: Path) -> None:
-    image = tmp_path / "disk.img"
-    with open(image, "wb") as f:
-        f.write(os.urandom(SIZE))
-    store = MemoryPageStore()
-    rep = _replicator(tmp_path, image, store)
-    rep.connect()
-    rep.point("host:web1", app=False)
+    image, store, rep = _replicated(tmp_path)
     fd = os.open(image, os.O_WRONLY)
     os.pwrite(fd, os.urandom(64 * BLOCK), 0)
     os.close(fd)
@@ -221,13 +234,7 @@ def test_failed_puts_are_resynced_by_comparison_not_full_copy(tmp_path: Path) ->
 
 
 def test_restart_finds_points_and_removes_orphan_snapshots(tmp_path: Path) -> None:
-    image = tmp_path / "disk.img"
-    with open(image, "wb") as f:
-        f.write(os.urandom(SIZE))
-    store = MemoryPageStore()
-    rep = _replicator(tmp_path, image, store)
-    rep.connect()
-    rep.point("host:web1", app=False)
+    image, store, _ = _replicated(tmp_path)
     orphan = store.snapshot("web1/data.img")  # as if killed between snapshot and manifest
     again = _replicator(tmp_path, image, store)
     again.connect()
@@ -239,13 +246,7 @@ def test_restart_finds_points_and_removes_orphan_snapshots(tmp_path: Path) -> No
 
 
 def test_corruption_is_repaired_by_a_full_resync(tmp_path: Path) -> None:
-    image = tmp_path / "disk.img"
-    with open(image, "wb") as f:
-        f.write(os.urandom(SIZE))
-    store = MemoryPageStore()
-    rep = _replicator(tmp_path, image, store)
-    rep.connect()
-    rep.point("host:web1", app=False)
+    image, store, rep = _replicated(tmp_path)
     store.blobs["web1/data.img"][BLOCK : BLOCK + 10] = b"x" * 10
     d = rep.disks["web1"][0]
     d.uncertain = [(0, SIZE)]
@@ -329,26 +330,14 @@ class _FlakySnapshotDeletes(MemoryPageStore):
 
 
 def test_a_prune_cut_short_never_stops_pruning(tmp_path: Path) -> None:
-    image = tmp_path / "disk.img"
-    image.write_bytes(bytes(SIZE))
     clock = [1000.0]
-    cfg = Config(
-        "memory",
-        "a",
-        "",
-        1,
-        None,
-        30,
-        10,
-        (HostConfig("web1", None, None, (DiskConfig("data", SIZE, str(image), None),)),),
-    )
     store = _FlakySnapshotDeletes()
-    rep = Replicator(cfg, store, tmp_path / "state", freezer=NoFreezer(), clock=lambda: clock[0])
-    rep.connect()
-    for _ in range(40):
-        rep.point("host:web1", app=False)
+    _, _, rep = _replicated(tmp_path, store, lambda: clock[0], crash=1, retention=30)
+    for _ in range(39):  # 40 points, one a second
         clock[0] += 1
+        rep.point("host:web1", app=False)
     steady = len(store.manifests("web1/"))
+    clock[0] += 1
     store.fail_next = True  # the manifest goes, its snapshot stays
     with pytest.raises(StoreError):
         rep.point("host:web1", app=False)
