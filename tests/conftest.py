@@ -5,11 +5,27 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from harness import topology
+from harness.errors import TopologyError
+
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGIES = REPO / "topologies"
+
+
+def problems(data: Any) -> list[tuple[str, str]]:
+    """(path, message) of every problem parsing topology ``data``; it must not parse."""
+    with pytest.raises(TopologyError) as info:
+        topology.parse(data, "test.yaml")
+    return [(p.path, p.message) for p in info.value.problems]
+
+
+def has(probs: list[tuple[str, str]], path: str, fragment: str) -> bool:
+    """Whether a problem at ``path`` says ``fragment``."""
+    return any(p == path and fragment in m for p, m in probs)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -110,3 +112,31 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 90) -> T:
             return last
         time.sleep(0.25)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "reports" / "test-artifacts"
+"""Screenshots and other files tests leave for people to look at."""
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+)
+
+
+def chromium(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``url`` with a throw-away profile (``--dump-dom``, ``--screenshot``)."""
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )

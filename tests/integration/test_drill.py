@@ -17,11 +17,9 @@ import yaml
 from harness import engine, measure
 from harness.drill import DRILL_DIR
 
-from ..conftest import REPO
-from .conftest import drill_cli, labelled_objects, unique_name
+from .conftest import ARTIFACTS, chromium, drill_cli, labelled_objects, unique_name
 
 pytestmark = pytest.mark.integration
-ARTEFACTS = REPO / "reports" / "test-artifacts"
 
 
 def run(drill: str | Path, tmp: Path, *extra: str) -> tuple[int, dict[str, object], Path, str]:
@@ -120,38 +118,15 @@ def test_bad_drill_files_are_refused_before_anything_starts(tmp_path: Path) -> N
 def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
     code, _, out, text = run("dns-failover", tmp_path)
     assert code in (0, 1), text
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTEFACTS / "dns-failover-report.png"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "dns-failover-report.png"
     url = (out / "report.html").as_uri()
-    dom = subprocess.run(
-        ["chromium", *flags, "--dump-dom", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    dom = chromium(url, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-500:]
     assert 'id="timeline"' in dom.stdout and 'id="objectives"' in dom.stdout
     assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr
-    subprocess.run(
-        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1100,1300", url],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    res = chromium(url, f"--screenshot={shot}", "--window-size=1100,1300")
+    assert res.returncode == 0, res.stderr[-500:]
     assert shot.stat().st_size > 10_000
 
 

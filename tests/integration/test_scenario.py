@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,25 +16,9 @@ import requests
 
 from harness import dashboard, failover, faults, lab, scenario
 
-from .conftest import drill_cli
+from .conftest import ARTIFACTS, chromium, drill_cli
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-    "--virtual-time-budget=5000",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "reports" / "test-artifacts"
 
 
 def _grade(name: str) -> tuple[int, dict[str, Any], str]:
@@ -53,14 +35,8 @@ def _objectives(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _chromium(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    # The dashboard fetches its parts after load: give its scripts virtual time to finish.
+    return chromium(url, "--virtual-time-budget=5000", *extra)
 
 
 def test_dashboard_serves_the_sandbox(minimal_lab: lab.LabStatus) -> None:

@@ -20,26 +20,15 @@ from click.testing import CliRunner
 from harness import cli, identity, lab, state
 from harness import topology as t
 from harness.components import directory, web
-from harness.errors import TopologyError
 from harness.fake_runtime import FakeRuntime
 from harness.plan import make_plan
 
-from ..conftest import REPO, TOPOLOGIES
+from ..conftest import REPO, TOPOLOGIES, has, problems
 
 
 def enterprise_data() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((TOPOLOGIES / "enterprise.yaml").read_text())
     return data
-
-
-def problems(data: Any) -> list[tuple[str, str]]:
-    with pytest.raises(TopologyError) as info:
-        t.parse(data, "test.yaml")
-    return [(p.path, p.message) for p in info.value.problems]
-
-
-def has(probs: list[tuple[str, str]], path: str, fragment: str) -> bool:
-    return any(p == path and fragment in m for p, m in probs)
 
 
 def with_identity(**changes: Any) -> dict[str, Any]:

@@ -15,22 +15,12 @@ from harness import cli
 from harness import topology as t
 from harness.errors import TopologyError
 
-from ..conftest import TOPOLOGIES
+from ..conftest import TOPOLOGIES, has, problems
 
 
 def base() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((TOPOLOGIES / "minimal.yaml").read_text())
     return data
-
-
-def problems(data: Any) -> list[tuple[str, str]]:
-    with pytest.raises(TopologyError) as info:
-        t.parse(data, "test.yaml")
-    return [(p.path, p.message) for p in info.value.problems]
-
-
-def has(probs: list[tuple[str, str]], path: str, fragment: str) -> bool:
-    return any(p == path and fragment in m for p, m in probs)
 
 
 @pytest.mark.parametrize("name", ["minimal", "enterprise"])
