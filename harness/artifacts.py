@@ -302,7 +302,7 @@ WHEEL_TARGET = (
 """Bookworm's python3 (3.11, glibc 2.36) on the machine's own architecture."""
 
 
-def _prepare_wheels(out: Path, requirements: Path = CLIENT_DIR / "requirements.txt") -> None:
+def _prepare_wheels(out: Path, requirements: Path) -> None:
     run_tool(
         "wheels",
         "pip download",
@@ -350,34 +350,29 @@ COREDNS = Artifact(
     prepare=_prepare_coredns,
 )
 
-WHEELS = Artifact(
-    name="wheels",
-    description="pip download the client's pinned wheels",
-    pins=WHEEL_TARGET,
-    sources=(CLIENT_DIR / "requirements.txt", CLIENT_DIR / "requirements-pip.txt"),
-    prepare=_prepare_wheels,
-)
 
+def _wheels(name: str, role_dir: Path, what: str) -> Artifact:
+    """pip download of one role's pinned wheels, with pip's own wheel to install them offline."""
+    requirements = role_dir / "requirements.txt"
+    return Artifact(
+        name=name,
+        description=f"pip download {what}",
+        pins=WHEEL_TARGET,
+        sources=(requirements, CLIENT_DIR / "requirements-pip.txt"),
+        prepare=lambda out: _prepare_wheels(out, requirements),
+    )
+
+
+WHEELS = _wheels("wheels", CLIENT_DIR, "the client's pinned wheels")
 
 APP_DIR = CONTAINERS_DIR / "app"
-
-APP_WHEELS = Artifact(
-    name="app-wheels",
-    description="pip download the app's pinned wheels (ldap3, for logins against the directory)",
-    pins=WHEEL_TARGET,
-    sources=(APP_DIR / "requirements.txt", CLIENT_DIR / "requirements-pip.txt"),
-    prepare=lambda out: _prepare_wheels(out, APP_DIR / "requirements.txt"),
+APP_WHEELS = _wheels(
+    "app-wheels", APP_DIR, "the app's pinned wheels (ldap3, for logins against the directory)"
 )
 
-
 REPLICATOR_DIR = CONTAINERS_DIR / "replicator"
-
-REPLICATOR_WHEELS = Artifact(
-    name="replicator-wheels",
-    description="pip download the replicator's pinned wheels (azure-storage-blob)",
-    pins=WHEEL_TARGET,
-    sources=(REPLICATOR_DIR / "requirements.txt", CLIENT_DIR / "requirements-pip.txt"),
-    prepare=lambda out: _prepare_wheels(out, REPLICATOR_DIR / "requirements.txt"),
+REPLICATOR_WHEELS = _wheels(
+    "replicator-wheels", REPLICATOR_DIR, "the replicator's pinned wheels (azure-storage-blob)"
 )
 
 HARNESS_DIR = REPO_ROOT / "harness"
