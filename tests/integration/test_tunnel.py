@@ -12,27 +12,17 @@ import pytest
 from harness import faults, lab, tunnel
 from harness.runtime import DockerRuntime
 
-from .conftest import drill_cli, exec_ok, host, unique_name
+from .conftest import drill_cli, exec_ok, host
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def tlab() -> Iterator[lab.LabStatus]:
-    name = unique_name("tun")
-    st = lab.up("minimal", name)
-    try:
-        yield st
-    finally:
-        lab.down(name)
-
-
 @pytest.fixture(autouse=True)
-def _healed(tlab: lab.LabStatus) -> Iterator[None]:
+def _healed(minimal_lab: lab.LabStatus) -> Iterator[None]:
     """Every test starts and ends with no active fault."""
     yield
-    if faults.active(tlab.lab):
-        faults.heal(tlab.lab)
+    if faults.active(minimal_lab.lab):
+        faults.heal(minimal_lab.lab)
 
 
 def private(st: lab.LabStatus, name: str) -> str:
@@ -67,24 +57,26 @@ def serve_file(rt: DockerRuntime, st: lab.LabStatus, size: int) -> tuple[str, st
     return f"http://{addr}:8099/payload", marker
 
 
-def test_tunnel_status_up_on_both_ends(tlab: lab.LabStatus) -> None:
-    e = ends(tlab)
+def test_tunnel_status_up_on_both_ends(minimal_lab: lab.LabStatus) -> None:
+    e = ends(minimal_lab)
     assert set(e) == {"onprem", "azure"}
     for end in e.values():
         assert end.up and end.handshake_age_s is not None
-    res = drill_cli("tunnel", "status", "--name", tlab.lab, "--json")
+    res = drill_cli("tunnel", "status", "--name", minimal_lab.lab, "--json")
     assert res.returncode == 0, res.stderr
     assert "PRIVATE" not in res.stdout.upper()  # no key material in any form
     assert "private" not in res.stdout
 
 
-def test_http_across_the_tunnel_grows_the_counters(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
+def test_http_across_the_tunnel_grows_the_counters(
+    minimal_lab: lab.LabStatus, rt: DockerRuntime
+) -> None:
     size = 300_000
-    url, _ = serve_file(rt, tlab, size)
-    before = ends(tlab)
+    url, _ = serve_file(rt, minimal_lab, size)
+    before = ends(minimal_lab)
     ok, out = exec_ok(
         rt,
-        host(tlab, "web1").container,
+        host(minimal_lab, "web1").container,
         "curl",
         "-sf",
         "-m",
@@ -96,23 +88,23 @@ def test_http_across_the_tunnel_grows_the_counters(tlab: lab.LabStatus, rt: Dock
         url,
     )
     assert ok and int(out) == size, out
-    after = ends(tlab)
+    after = ends(minimal_lab)
     assert after["onprem"].rx_bytes - before["onprem"].rx_bytes >= size
     assert after["azure"].tx_bytes - before["azure"].tx_bytes >= size
 
 
 @pytest.mark.serial  # a packet capture under load misses packets
-def test_only_wireguard_udp_crosses_the_wan(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
-    url, marker = serve_file(rt, tlab, 200_000)
-    gw = host(tlab, "azure-gw").container
-    wan_addr = next(a for a in host(tlab, "azure-gw").addresses.values() if ".255." in a)
+def test_only_wireguard_udp_crosses_the_wan(minimal_lab: lab.LabStatus, rt: DockerRuntime) -> None:
+    url, marker = serve_file(rt, minimal_lab, 200_000)
+    gw = host(minimal_lab, "azure-gw").container
+    wan_addr = next(a for a in host(minimal_lab, "azure-gw").addresses.values() if ".255." in a)
     ok, iface = exec_ok(rt, gw, "sh", "-c", f"ip -o -4 addr show to {wan_addr}/32 | cut -d' ' -f2")
     assert ok and iface.strip()
     capture = f"tcpdump --immediate-mode -i {iface.strip()} -U -s 0 -w /tmp/wan.pcap"
     start = f"(nohup {capture} >/dev/null 2>&1 &) ; sleep 1"
     assert exec_ok(rt, gw, "sh", "-c", start)[0]
     ok, _ = exec_ok(
-        rt, host(tlab, "web1").container, "curl", "-sf", "-m", "10", "-o", "/dev/null", url
+        rt, host(minimal_lab, "web1").container, "curl", "-sf", "-m", "10", "-o", "/dev/null", url
     )
     assert ok
     time.sleep(0.5)
@@ -131,13 +123,21 @@ def test_only_wireguard_udp_crosses_the_wan(tlab: lab.LabStatus, rt: DockerRunti
     assert found.strip() == "0", "the HTTP payload crossed the wan in clear"
 
 
-def test_partition_and_heal(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
-    web1 = host(tlab, "web1").container
-    curl = ("curl", "-s", "-o", "/dev/null", "-m", "2", f"http://{private(tlab, 'storage')}:10000/")
+def test_partition_and_heal(minimal_lab: lab.LabStatus, rt: DockerRuntime) -> None:
+    web1 = host(minimal_lab, "web1").container
+    curl = (
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-m",
+        "2",
+        f"http://{private(minimal_lab, 'storage')}:10000/",
+    )
     assert exec_ok(rt, web1, *curl)[0]
-    rec = faults.inject(tlab.lab, "partition")
+    rec = faults.inject(minimal_lab.lab, "partition")
     assert not exec_ok(rt, web1, *curl)[0]
-    [healed] = faults.heal(tlab.lab)
+    [healed] = faults.heal(minimal_lab.lab)
     assert healed.id == rec.id and healed.ended_at is not None and healed.ended_at >= rec.started_at
     t0 = time.monotonic()
     while not exec_ok(rt, web1, *curl)[0]:
@@ -147,30 +147,30 @@ def test_partition_and_heal(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
 
 
 @pytest.mark.serial  # timing or global state: not beside other tests
-def test_degrade_delay_adds_round_trip_time(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
-    web1, target = host(tlab, "web1").container, private(tlab, "storage")
+def test_degrade_delay_adds_round_trip_time(minimal_lab: lab.LabStatus, rt: DockerRuntime) -> None:
+    web1, target = host(minimal_lab, "web1").container, private(minimal_lab, "storage")
     _, _, base = ping(rt, web1, target, "-c", "5", "-i", "0.2")
-    faults.inject(tlab.lab, "degrade", delay_ms=80)
+    faults.inject(minimal_lab.lab, "degrade", delay_ms=80)
     _, _, slow = ping(rt, web1, target, "-c", "5", "-i", "0.2")
-    faults.heal(tlab.lab)
+    faults.heal(minimal_lab.lab)
     _, _, after = ping(rt, web1, target, "-c", "5", "-i", "0.2")
     assert slow - base >= 150, (base, slow)
     assert after - base < 20, (base, after)
 
 
 @pytest.mark.serial  # timing or global state: not beside other tests
-def test_degrade_loss_is_seeded(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
-    web1, target = host(tlab, "web1").container, private(tlab, "storage")
+def test_degrade_loss_is_seeded(minimal_lab: lab.LabStatus, rt: DockerRuntime) -> None:
+    web1, target = host(minimal_lab, "web1").container, private(minimal_lab, "storage")
     # The same seed gives the same drops for the same traffic: the replicator's own traffic
     # through the tunnel would interleave differently each run, so it pauses meanwhile.
-    rep = host(tlab, "replicator").container
+    rep = host(minimal_lab, "replicator").container
     rt.stop(rep)
     runs = []
     try:
         for seed in (1, 1, 2):
-            faults.inject(tlab.lab, "degrade", loss_pct=20, seed=seed)
+            faults.inject(minimal_lab.lab, "degrade", loss_pct=20, seed=seed)
             got, seqs, _ = ping(rt, web1, target, "-c", "200", "-i", "0.01", "-W", "1")
-            faults.heal(tlab.lab)
+            faults.heal(minimal_lab.lab)
             runs.append(seqs)
             assert 200 * 0.7 <= got <= 200 * 0.9, f"seed {seed}: {200 - got} of 200 pings lost"
     finally:
@@ -180,72 +180,77 @@ def test_degrade_loss_is_seeded(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
 
 
 @pytest.mark.serial  # timing or global state: not beside other tests
-def test_degrade_rate_caps_throughput(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
-    onprem, azure = host(tlab, "onprem-gw").container, host(tlab, "azure-gw").container
-    server = private(tlab, "azure-gw")
+def test_degrade_rate_caps_throughput(minimal_lab: lab.LabStatus, rt: DockerRuntime) -> None:
+    onprem, azure = (
+        host(minimal_lab, "onprem-gw").container,
+        host(minimal_lab, "azure-gw").container,
+    )
+    server = private(minimal_lab, "azure-gw")
     assert exec_ok(
         rt, azure, "sh", "-c", f"(iperf3 -s -1 -B {server} >/dev/null 2>&1 &); sleep 0.5"
     )[0]
-    faults.inject(tlab.lab, "degrade", rate_mbit=10)
+    faults.inject(minimal_lab.lab, "degrade", rate_mbit=10)
     ok, out = exec_ok(rt, onprem, "iperf3", "-c", server, "-t", "3", "-f", "m")
-    faults.heal(tlab.lab)
+    faults.heal(minimal_lab.lab)
     assert ok, out
     mbit = float(re.findall(r"([\d.]+) Mbits/sec.*receiver", out)[-1])
     assert 5 <= mbit <= 12, f"{mbit} Mbit/s through a 10 Mbit/s limit"
 
 
 @pytest.mark.serial  # timing or global state: not beside other tests
-def test_gateway_down_is_seen_by_the_other_end(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
+def test_gateway_down_is_seen_by_the_other_end(
+    minimal_lab: lab.LabStatus, rt: DockerRuntime
+) -> None:
     bound = 15.0  # minimal.yaml's tunnel.handshake_bound_s
-    faults.inject(tlab.lab, "gateway-down", site="azure")
+    faults.inject(minimal_lab.lab, "gateway-down", site="azure")
     t0 = time.monotonic()
-    while ends(tlab)["onprem"].up:
+    while ends(minimal_lab)["onprem"].up:
         assert time.monotonic() - t0 < bound + 5, "still up long after the bound"
         time.sleep(0.5)
     noticed = time.monotonic() - t0
-    assert not ends(tlab)["azure"].up
-    faults.heal(tlab.lab)
+    assert not ends(minimal_lab)["azure"].up
+    faults.heal(minimal_lab.lab)
     t1 = time.monotonic()
-    while not all(e.up for e in ends(tlab).values()):
+    while not all(e.up for e in ends(minimal_lab).values()):
         assert time.monotonic() - t1 < 20, "tunnel not back 20 s after heal"
         time.sleep(0.5)
     print(f"gateway-down noticed after {noticed:.1f}s (bound {bound}s)")
     ok, _ = exec_ok(
         rt,
-        host(tlab, "web1").container,
+        host(minimal_lab, "web1").container,
         "curl",
         "-s",
         "-o",
         "/dev/null",
         "-m",
         "3",
-        f"http://{private(tlab, 'storage')}:10000/",
+        f"http://{private(minimal_lab, 'storage')}:10000/",
     )
     assert ok
 
 
 @pytest.mark.serial  # timing or global state: not beside other tests
-def test_mtu_blackhole(tlab: lab.LabStatus, rt: DockerRuntime) -> None:
-    web1, target = host(tlab, "web1").container, private(tlab, "storage")
+def test_mtu_blackhole(minimal_lab: lab.LabStatus, rt: DockerRuntime) -> None:
+    web1, target = host(minimal_lab, "web1").container, private(minimal_lab, "storage")
     big = ("-c", "2", "-W", "1", "-s", "1372")  # 1,400-byte packets
     small = ("-c", "2", "-W", "1", "-s", "172")  # 200-byte packets
     assert ping(rt, web1, target, *big)[0] == 2
-    faults.inject(tlab.lab, "mtu-blackhole")
+    faults.inject(minimal_lab.lab, "mtu-blackhole")
     assert ping(rt, web1, target, *big)[0] == 0
     assert ping(rt, web1, target, *small)[0] == 2
-    faults.heal(tlab.lab)
+    faults.heal(minimal_lab.lab)
     assert ping(rt, web1, target, *big)[0] == 2
 
 
-def test_fault_list_and_history(tlab: lab.LabStatus) -> None:
-    faults.inject(tlab.lab, "partition")
-    res = drill_cli("fault", "list", "--name", tlab.lab, "--json")
+def test_fault_list_and_history(minimal_lab: lab.LabStatus) -> None:
+    faults.inject(minimal_lab.lab, "partition")
+    res = drill_cli("fault", "list", "--name", minimal_lab.lab, "--json")
     assert res.returncode == 0
     assert "partition" in res.stdout and '"active": true' in res.stdout
-    res = drill_cli("fault", "heal", "--name", tlab.lab)
+    res = drill_cli("fault", "heal", "--name", minimal_lab.lab)
     assert res.returncode == 0, res.stderr
-    assert faults.active(tlab.lab) == []
-    assert all(r.ended_at is not None for r in faults.history(tlab.lab))
+    assert faults.active(minimal_lab.lab) == []
+    assert all(r.ended_at is not None for r in faults.history(minimal_lab.lab))
 
 
 @pytest.mark.parametrize(
@@ -262,13 +267,13 @@ def test_fault_list_and_history(tlab: lab.LabStatus) -> None:
     ],
 )
 def test_bad_fault_requests_change_nothing(
-    tlab: lab.LabStatus, args: list[str], message: str
+    minimal_lab: lab.LabStatus, args: list[str], message: str
 ) -> None:
-    before = faults.history(tlab.lab)
-    res = drill_cli(*args, "--name", tlab.lab)
+    before = faults.history(minimal_lab.lab)
+    res = drill_cli(*args, "--name", minimal_lab.lab)
     assert res.returncode == 2, res.stdout + res.stderr
     assert message in res.stderr
-    assert faults.history(tlab.lab) == before
+    assert faults.history(minimal_lab.lab) == before
 
 
 def test_fault_on_a_lab_that_is_not_up() -> None:
