@@ -59,6 +59,7 @@ class ContainerSpec:
     binds: Mapping[str, str] = field(default_factory=dict)  # host path -> "container:mode"
     dns: tuple[str, ...] = ()
     privileged: bool = False
+    cpu_shares: int | None = None  # relative CPU weight (Docker's default is 1024)
     network_mode: str | None = None  # e.g. "host" for one-off tasks; then networks is empty
 
 
@@ -211,6 +212,7 @@ class DockerRuntime:
                 binds={h: _bind(c) for h, c in spec.binds.items()} or None,
                 dns=list(spec.dns) or None,
                 privileged=spec.privileged,
+                cpu_shares=spec.cpu_shares,
                 init=False,
                 network_mode=spec.network_mode,
             )

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness import faults, lab, tunnel
+from harness.components import gateway
 from harness.runtime import DockerRuntime
 
 from .conftest import drill_cli, exec_ok, host
@@ -66,6 +67,23 @@ def test_tunnel_status_up_on_both_ends(minimal_lab: lab.LabStatus) -> None:
     assert res.returncode == 0, res.stderr
     assert "PRIVATE" not in res.stdout.upper()  # no key material in any form
     assert "private" not in res.stdout
+
+
+def test_gateways_have_sized_wireguard_sockets_and_cpu_weight(
+    minimal_lab: lab.LabStatus, rt: DockerRuntime
+) -> None:
+    """wireguard-go's UDP sockets get 7 MiB buffers (the kernel reports twice what is set) and
+    the gateways their CPU weight: without them the tunnel drops packets under load."""
+    for name in ("onprem-gw", "azure-gw"):
+        ctr = host(minimal_lab, name).container
+        ok, out = exec_ok(rt, ctr, "ss", "-uamnH", "sport", "=", ":51820")
+        assert ok, out
+        rcv = [int(b) for b in re.findall(r"rb(\d+)", out)]
+        snd = [int(b) for b in re.findall(r"tb(\d+)", out)]
+        assert rcv and min(rcv) >= 2 * gateway.SOCKET_BUFFER, out
+        assert snd and min(snd) >= 2 * gateway.SOCKET_BUFFER, out
+        shares = rt.api.inspect_container(ctr)["HostConfig"]["CpuShares"]
+        assert shares == gateway.CPU_SHARES
 
 
 def test_http_across_the_tunnel_grows_the_counters(
