@@ -264,10 +264,13 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress, ready_timeout_s: 
             )
 
         try:
-            # The storage account first: Azurite takes longest to answer once started.
-            storage = {hp.container for hp in hosts if hp.role == "storage"}
-            first = [t for t in tasks if t[0].name in storage]
-            rest = [t for t in tasks if t[0].name not in storage]
+            # What takes longest to get ready once started goes first: the storage account
+            # (Azurite's start-up) and the replicator (loading the storage SDK).
+            slow = {hp.container for hp in hosts if hp.role == "storage"}
+            if with_replicator:
+                slow.add(replicator.container(plan))
+            first = [t for t in tasks if t[0].name in slow]
+            rest = [t for t in tasks if t[0].name not in slow]
             starts = [starter.submit(start, spec, configure) for spec, configure in first]
             starts.append(starter.submit(forwarding.allow, rt, plan, bridges))
             starts += [starter.submit(start, spec, configure) for spec, configure in rest]

@@ -119,13 +119,14 @@ def check_ready(rt: Runtime, plan: LabPlan, hp: HostPlan) -> str | None:
     if why is not None or role is None or ident is None:
         return why
     sfx = identity.suffix(ident.domain)
+    # One exec per poll while waiting for the seed or the first sync: each costs the engine.
     try:
-        base = identity.search(rt, hp.container, sfx, "base", "(objectClass=*)", "contextCSN")
         people = identity.search(rt, hp.container, f"ou=people,{sfx}", "base", "(objectClass=*)")
+        if not people:
+            return "not seeded yet" if role == "directory" else "no first sync yet"
+        base = identity.search(rt, hp.container, sfx, "base", "(objectClass=*)", "contextCSN")
     except (EngineError, HarnessError) as exc:
         return str(exc)
-    if not people:
-        return "not seeded yet" if role == "directory" else "no first sync yet"
     if not base or "contextCSN" not in base[0]:
         return "no contextCSN yet"
     return None
