@@ -1,4 +1,4 @@
-"""What every host component shares: the base container spec, routes and HTTP checks."""
+"""What every host component shares: the base container spec, routes and readiness checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import requests
 
 from harness import naming
 from harness.plan import HostPlan, LabPlan
-from harness.runtime import Attachment, ContainerSpec, Runtime
+from harness.runtime import Attachment, ContainerSpec
 
 HTTP_CHECK_TIMEOUT_S = 1.0
 
@@ -19,8 +19,12 @@ def base_spec(plan: LabPlan, hp: HostPlan, role_image: str, **extra: object) -> 
     if hp.public_address:
         networks.append(Attachment(plan.networks["internet"].name, hp.public_address))
     env = {"DRILL_HOST": hp.name, "DRILL_SITE": hp.site or "internet", "DRILL_LAB": plan.lab}
+    routes = routes_env(plan, hp)
+    if routes:
+        env["DRILL_ROUTES"] = routes
     env.update(extra.pop("env", {}) or {})  # type: ignore[call-overload]
-    # Site hosts set their own routes to the gateway; `exec --privileged` fails on some kernels.
+    # Site hosts set their own routes to the gateway (the image's entrypoint reads
+    # DRILL_ROUTES); `exec --privileged` fails on some kernels.
     if hp.site is not None:
         extra.setdefault("cap_add", ("NET_ADMIN",))
     if hp.host.disks:  # data disks, mounted on the harness host (see harness.disks)
@@ -54,24 +58,16 @@ def _key_of(plan: LabPlan, network_name: str) -> str:
     return next(k for k, spec in plan.networks.items() if spec.name == network_name)
 
 
-def route_script(plan: LabPlan, hp: HostPlan) -> str:
-    """Shell lines routing every other site subnet via the host's site gateway ("" if none)."""
+def routes_env(plan: LabPlan, hp: HostPlan) -> str:
+    """``DRILL_ROUTES`` for the base image's entrypoint: every other site subnet via the host's
+    site gateway, as ``SUBNET=GATEWAY`` pairs ("" if it has no gateway).
+
+    The container sets them itself as it starts: no exec per host during ``up`` (each costs the
+    engine three round trips), and a restarted host gets them back.
+    """
     if hp.gateway is None:
         return ""
-    return "\n".join(f"ip route replace {s} via {hp.gateway}" for s in routes_for(plan, hp))
-
-
-def add_routes(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
-    """Route every other site subnet via the host's own site gateway (no other path exists)."""
-    script = route_script(plan, hp)
-    if not script:
-        return
-    # One exec for all routes: each exec is three engine round trips.
-    res = rt.exec(hp.container, ["sh", "-ec", script])
-    if not res.ok:
-        from harness.errors import HarnessError
-
-        raise HarnessError(f"adding routes via {hp.gateway} in {hp.name}: {res.output.strip()}")
+    return " ".join(f"{s}={hp.gateway}" for s in routes_for(plan, hp))
 
 
 def http_ready(url: str, expect: int | None = 200) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 
 from harness import identity
-from harness.components.common import add_routes, base_spec, route_script, tcp_ready
+from harness.components.common import base_spec, tcp_ready
 from harness.errors import EngineError, HarnessError
 from harness.plan import HostPlan, LabPlan
 from harness.runtime import ContainerSpec, Runtime
@@ -46,16 +46,16 @@ def prepare(plan: LabPlan, hp: HostPlan) -> None:
 
 
 def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
-    """Routes; then the provider is seeded, or the replica starts pulling from it.
+    """The provider is seeded, or the replica starts pulling from it (routes are the
+    container's own, see ``common.routes_env``).
 
     One exec does it all (each exec costs engine round trips, and `up` waits for this):
-    routes, waiting for slapd on ldapi, then, unless already done (a restarted container
-    keeps its configuration and data), each LDIF step and the mark that it is done.
+    waiting for slapd on ldapi, then, unless already done (a restarted container keeps its
+    configuration and data), each LDIF step and the mark that it is done.
     """
     role = identity.role_of(plan, hp.name)
     ident = plan.topology.identity
     if role is None or ident is None:
-        add_routes(rt, plan, hp)
         return
     sfx = identity.suffix(ident.domain)
     if role == "directory":
@@ -79,7 +79,6 @@ def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
             steps.insert(1, _step("emptying the replica", delete, ok_codes=(0, 32)))
         script = "\n".join(
             [
-                route_script(plan, hp),
                 _WAIT_LDAPI,
                 f"[ -f {CONFIGURED_MARK} ] && exit 0",
                 *steps,

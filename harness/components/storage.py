@@ -7,7 +7,7 @@ a labelled volume so that restarting the container loses nothing.
 from __future__ import annotations
 
 from harness import naming
-from harness.components.common import add_routes, base_spec, http_ready
+from harness.components.common import base_spec, http_ready
 from harness.plan import HostPlan, LabPlan
 from harness.runtime import ContainerSpec, Runtime
 
@@ -38,8 +38,7 @@ def volumes(plan: LabPlan, hp: HostPlan) -> dict[str, dict[str, str]]:
 
 
 def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
-    """Routes to the other site via the gateway."""
-    add_routes(rt, plan, hp)
+    """Nothing: the container routes the other site via its gateway as it starts."""
 
 
 def endpoint(plan: LabPlan, hp: HostPlan) -> str:

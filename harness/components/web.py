@@ -7,7 +7,7 @@ in a site with a directory (topology ``identity``), require logins checked again
 from __future__ import annotations
 
 from harness import identity
-from harness.components.common import add_routes, base_spec, http_ready
+from harness.components.common import base_spec, http_ready
 from harness.plan import HostPlan, LabPlan
 from harness.runtime import ContainerSpec, Runtime
 
@@ -39,8 +39,7 @@ def backends(plan: LabPlan, hp: HostPlan) -> str:
 
 
 def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
-    """Routes to the other subnets via the site gateway."""
-    add_routes(rt, plan, hp)
+    """Nothing: the container routes the other subnets via its site gateway as it starts."""
 
 
 def check_ready(rt: Runtime, plan: LabPlan, hp: HostPlan) -> str | None:
