@@ -10,15 +10,17 @@ every lab, even with the topology file and state folder gone.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import ipaddress
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harness import disks, naming, signals, state
 from harness import topology as topo_mod
@@ -128,8 +130,9 @@ def up(
     started = time.monotonic()
     progress(f"up: lab {name!r} from topology {topo.name!r} (run {run_id})")
     plan: LabPlan | None = None
+    lock = _NetworksLock()
     try:
-        plan = _create_networks(rt, topo, name, run_id, progress)
+        plan = _create_networks(rt, topo, name, run_id, progress, lock)
         state.save(
             state.LabRecord(
                 lab=name,
@@ -141,8 +144,9 @@ def up(
                 topology=topo.model_dump(mode="json"),
             )
         )
-        _start_all(rt, plan, progress, ready_timeout_s)
+        _start_all(rt, plan, progress, ready_timeout_s, lock)
     except BaseException:
+        lock.release()
         progress(f"up: failed or interrupted; removing what run {run_id} created")
         _teardown(rt, {naming.RUN: run_id}, progress, lab=name)
         record = state.load(name)
@@ -179,10 +183,58 @@ def _refuse_missing_images(rt: Runtime, topo: Topology) -> None:
         )
 
 
+class _NetworksLock:
+    """One lab at a time picks its address space and creates its networks (every drill on
+    this machine shares the lock file), so that labs starting together never race for a space.
+
+    ``up`` creates the networks of the hosts that start first, starts them, and creates the
+    rest while they boot; the lock is held until the last network exists.
+    """
+
+    PATH = Path(tempfile.gettempdir()) / "drill-networks.lock"
+
+    def __init__(self) -> None:
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        if self._file is None:
+            self._file = open(self.PATH, "a")  # noqa: SIM115 (held across two functions)
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the lock
+            self._file = None
+
+
+def _early_starters(plan: LabPlan) -> set[str]:
+    """Containers started before the others: those slowest to get ready once started, the
+    storage account (Azurite's start-up) and the replicator (loading the storage SDK)."""
+    early = {hp.container for hp in plan.hosts.values() if hp.role == "storage"}
+    if replicator.enabled(plan):
+        early.add(replicator.container(plan))
+    return early
+
+
+def _early_networks(plan: LabPlan) -> list[str]:
+    """Keys of the networks the early starters join, in plan order."""
+    early = _early_starters(plan)
+    specs = [ROLES[hp.role].spec(plan, hp) for hp in plan.hosts.values() if hp.container in early]
+    if replicator.enabled(plan):
+        specs.append(replicator.spec(plan))
+    names = {att.network for spec in specs for att in spec.networks}
+    # At least one: the space is taken in _create_networks' loop, where an overlap moves on.
+    return [key for key, spec in plan.networks.items() if spec.name in names] or [
+        next(iter(plan.networks))
+    ]
+
+
 def _create_networks(
-    rt: Runtime, topo: Topology, name: str, run_id: str, progress: Progress
+    rt: Runtime, topo: Topology, name: str, run_id: str, progress: Progress, lock: _NetworksLock
 ) -> LabPlan:
-    """Create the lab's networks in the first free /16; retry on a race with another lab."""
+    """Take the first free /16 and create the early starters' networks in it (the lock is
+    acquired here); the rest come from ``_create_rest_networks``."""
+    lock.acquire()
     for space in candidate_spaces(topo):
         used = [ipaddress.ip_network(s, strict=False) for s in rt.all_subnets() if ":" not in s]
         if any(space.overlaps(u) for u in used):
@@ -190,21 +242,31 @@ def _create_networks(
         plan = make_plan(topo, name, run_id, space)
         made: list[str] = []
         try:
-            # One at a time: creating networks in parallel gains nothing here (the engine
-            # serialises them), and an engine was once left with a wrong endpoint count after.
-            for spec in plan.networks.values():
-                rt.create_network(spec)
-                made.append(spec.name)
+            for key in _early_networks(plan):
+                rt.create_network(plan.networks[key])
+                made.append(plan.networks[key].name)
         except EngineError as exc:
             for n in made:
                 rt.remove_network(n)
             if "overlap" in str(exc).lower():
-                continue  # another lab took this space meanwhile
+                continue  # something outside drill took this space meanwhile
             raise
         if space != topo.addressing.space:
             progress(f"up: {topo.addressing.space} is taken; lab placed in {space}")
         return plan
     raise HarnessError("no free /16 left for another lab; take some labs down")
+
+
+def _create_rest_networks(rt: Runtime, plan: LabPlan, lock: _NetworksLock) -> None:
+    """The networks ``_create_networks`` left, one at a time (creating them in parallel gains
+    nothing: the engine serialises them); then the lock is released."""
+    early = set(_early_networks(plan))
+    try:
+        for key, spec in plan.networks.items():
+            if key not in early:
+                rt.create_network(spec)
+    finally:
+        lock.release()
 
 
 def _ordered_hosts(plan: LabPlan) -> list[list[HostPlan]]:
@@ -217,7 +279,9 @@ def _ordered_hosts(plan: LabPlan) -> list[list[HostPlan]]:
     return groups
 
 
-def _start_all(rt: Runtime, plan: LabPlan, progress: Progress, ready_timeout_s: float) -> None:
+def _start_all(
+    rt: Runtime, plan: LabPlan, progress: Progress, ready_timeout_s: float, lock: _NetworksLock
+) -> None:
     for hp in plan.hosts.values():
         mod = ROLES[hp.role]
         for vname, vlabels in getattr(mod, "volumes", lambda *_: {})(plan, hp).items():
@@ -233,8 +297,6 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress, ready_timeout_s: 
     for gp in gws:
         gateway.prepare(plan, gp)
     hosts = [hp for group in _ordered_hosts(plan) for hp in group]
-    site_nets = {spec.name for key, spec in plan.networks.items() if "." in key}
-    bridges = [n.bridge for n in rt.networks({naming.RUN: plan.run_id}) if n.name in site_nets]
     progress(f"up: starting {len(gws)} gateways and {len(hosts)} hosts")
     tasks: list[tuple[Any, Callable[[], None]]] = [
         (gateway.spec(plan, gp), functools.partial(gateway.configure, rt, plan, gp)) for gp in gws
@@ -264,14 +326,15 @@ def _start_all(rt: Runtime, plan: LabPlan, progress: Progress, ready_timeout_s: 
             )
 
         try:
-            # What takes longest to get ready once started goes first: the storage account
-            # (Azurite's start-up) and the replicator (loading the storage SDK).
-            slow = {hp.container for hp in hosts if hp.role == "storage"}
-            if with_replicator:
-                slow.add(replicator.container(plan))
-            first = [t for t in tasks if t[0].name in slow]
-            rest = [t for t in tasks if t[0].name not in slow]
+            # The slowest to get ready start while the other networks are created.
+            early = _early_starters(plan)
+            first = [t for t in tasks if t[0].name in early]
+            rest = [t for t in tasks if t[0].name not in early]
             starts = [starter.submit(start, spec, configure) for spec, configure in first]
+            _create_rest_networks(rt, plan, lock)
+            site_nets = {spec.name for key, spec in plan.networks.items() if "." in key}
+            run_nets = rt.networks({naming.RUN: plan.run_id})
+            bridges = [n.bridge for n in run_nets if n.name in site_nets]
             starts.append(starter.submit(forwarding.allow, rt, plan, bridges))
             starts += [starter.submit(start, spec, configure) for spec, configure in rest]
             _raise_first_done(starts)

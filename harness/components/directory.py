@@ -83,6 +83,11 @@ def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
                 f"[ -f {CONFIGURED_MARK} ] && exit 0",
                 *steps,
                 f"touch {CONFIGURED_MARK}",
+                # A replica then waits here for its first sync: the readiness check would
+                # otherwise poll for it with an exec each time (about one a second).
+                _WAIT_FIRST_SYNC.format(people=shlex.quote(f"ou=people,{sfx}"))
+                if role == "replica"
+                else "",
             ]
         )
         res = rt.exec(hp.container, ["sh", "-c", script])
@@ -95,8 +100,13 @@ CONFIGURED_MARK = "/etc/ldap/.drill-configured"
 LDAPI = "-Q -Y EXTERNAL -H ldapi:///"
 _WAIT_LDAPI = f"""n=0
 until ldapsearch {LDAPI} -b '' -s base 1.1 >/dev/null 2>&1; do
-  n=$((n+1)); [ $n -lt 300 ] || {{ echo "slapd did not answer on ldapi:/// in 60s"; exit 3; }}
-  sleep 0.2
+  n=$((n+1)); [ $n -lt 1200 ] || {{ echo "slapd did not answer on ldapi:/// in 60s"; exit 3; }}
+  sleep 0.05
+done"""
+_WAIT_FIRST_SYNC = f"""n=0
+until ldapsearch {LDAPI} -b {{people}} -s base 1.1 >/dev/null 2>&1; do
+  n=$((n+1)); [ $n -lt 600 ] || exit 0  # 30 s: the readiness check says why
+  sleep 0.05
 done"""
 
 
