@@ -239,6 +239,7 @@ class DiskRep:
     last_error_at: float | None = None
     initial_done: bool = False
     behind: bool = False  # request-bound and late (see _update_behind): fill gaps
+    put_rate: float | None = None  # Put Pages per second of the last request-bound pass
     filled_bytes: int = 0
 
     @property
@@ -253,16 +254,18 @@ class DiskRep:
         """Blocks where the image differs from the shadow."""
         return list(self.scan_iter())
 
-    def scan_fresh(self) -> Iterator[Extent]:
-        """The changed blocks as found by one scan, each read again when it is sent.
+    def changed_offsets(self) -> list[int]:
+        """Offsets of the blocks where the image differs from the shadow (no data held)."""
+        return [off for off, _ in self.scan_iter()]
 
-        The scan only notes which blocks differ (no data held), so a pass is bounded by what
-        had changed when it began: under churn, a pass that read each block only when it got
-        to it would keep finding newer changes ahead of it and never end. Reading a block
-        again at send time may pick up a newer write: that is sent, and the shadow records
-        exactly what was sent.
+    def read_fresh(self, offsets: Iterable[int]) -> Iterator[Extent]:
+        """The blocks at ``offsets`` (from ``changed_offsets``), each read again as it is sent.
+
+        A pass is so bounded by what had changed when it began: under churn, a pass that read
+        each block only when it got to it would keep finding newer changes ahead of it and
+        never end. Reading a block again at send time may pick up a newer write: that is
+        sent, and the shadow records exactly what was sent.
         """
-        offsets = [off for off, _ in self.scan_iter()]
         fd = os.open(self.cfg.image, os.O_RDONLY)
         try:
             for off in offsets:
@@ -451,6 +454,7 @@ class Replicator:
         extents: Iterable[Extent],
         *,
         resync: bool = False,
+        fill_gaps: bool = False,
     ) -> int:
         """Send ``extents`` (sorted by offset) as Put Pages; the shadow follows what succeeded.
 
@@ -468,24 +472,35 @@ class Replicator:
         intent_end = -1
         shadow_file = ShadowFile(d.shadow_path, d.cfg.size, self._flusher)
 
-        def settle() -> None:
-            nonlocal in_flight, sent
+        succeeded: list[Extent] = []
+
+        def reap() -> None:
+            """Wait for a Put Page to finish and free its slot (bookkeeping: ``record``)."""
+            nonlocal in_flight
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 off, data = pending.pop(fut)
                 in_flight -= len(data)
                 err = fut.result()
                 if err is None:
-                    d.backlog_bytes = max(0, d.backlog_bytes - len(data))
-                    d.shadow.apply(off, data)
-                    shadow_file.write(off, data)
-                    sent += len(data)
-                    d.puts += 1
+                    succeeded.append((off, data))
                 else:
                     failed.append((off, len(data)))
                     errors.append(err)
 
-        gap = GAP_FILL if d.behind and not resync else 0
+        def record() -> None:
+            """The shadow, its file and the counters follow what ``reap`` saw succeed: done
+            after the next Put Page is on its way, so the slot is not idle meanwhile."""
+            nonlocal sent
+            for off, data in succeeded:
+                d.backlog_bytes = max(0, d.backlog_bytes - len(data))
+                d.shadow.apply(off, data)
+                shadow_file.write(off, data)
+                sent += len(data)
+                d.puts += 1
+            succeeded.clear()
+
+        gap = GAP_FILL if fill_gaps and not resync else 0
         try:
             for off, data in core.coalesce_sorted(extents, gap=gap, fill=self._filler(d)):
                 if errors:
@@ -497,12 +512,14 @@ class Replicator:
                 while pending and (
                     len(pending) >= UPLOAD_WORKERS or in_flight + len(data) > IN_FLIGHT_BYTES
                 ):
-                    settle()
+                    reap()
                 pending[self._pool.submit(self._put, d, (off, data))] = (off, data)
                 in_flight += len(data)
+                record()
         finally:
             while pending:
-                settle()
+                reap()
+            record()
             shadow_file.close()
         if resync:
             d.resync_bytes_sent += sent
@@ -549,9 +566,10 @@ class Replicator:
 
         d.backlog_bytes = 0
         puts = d.puts
-        scan = counted(d.scan_fresh())
+        offsets = d.changed_offsets()
+        scan = counted(d.read_fresh(offsets))
         try:
-            sent = self._upload(d, scan)
+            sent = self._upload(d, scan, fill_gaps=self._fills_gaps(d, len(offsets)))
         except StoreError:
             for _ in scan:
                 pass
@@ -565,10 +583,21 @@ class Replicator:
         """Fill gaps while passes are slower than a point interval because of how many
         requests they send (a pass slowed by the network, e.g. just after a partition heals,
         gains nothing from it); stop once a pass takes less than half the interval."""
+        if puts >= REQUEST_BOUND_PUTS and took > 0:
+            d.put_rate = puts / took
         if took > self.cfg.crash_consistent_s and puts >= REQUEST_BOUND_PUTS:
             d.behind = True
         elif took < self.cfg.crash_consistent_s / 2:
             d.behind = False
+
+    def _fills_gaps(self, d: DiskRep, blocks: int) -> bool:
+        """Whether a pass of ``blocks`` changed blocks fills gaps: only on a disk behind, and
+        only when the pass, one request per block at the last measured rate, would itself
+        outlast a point interval. A small pass (say, the rest of a burst a slow pass missed)
+        keeps sending only what changed."""
+        if not d.behind:
+            return False
+        return d.put_rate is None or blocks / d.put_rate > self.cfg.crash_consistent_s
 
     def delta_pass(self) -> None:
         """Continuous replication: every disk's changed blocks, no freeze, no point."""
@@ -623,7 +652,7 @@ class Replicator:
         sent = 0
         t1 = time.monotonic()
         for d, ext in captures:
-            sent += self._upload(d, ext)
+            sent += self._upload(d, ext, fill_gaps=self._fills_gaps(d, len(ext)))
             d.backlog_bytes = 0
         upload_s = time.monotonic() - t1
         snaps = {d.key: self.store.snapshot(d.blob) for d in reps}

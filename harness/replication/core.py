@@ -233,12 +233,15 @@ class Shadow:
             i, rel = divmod(off + pos, CHUNK)
             take = min(end - off - pos, self._len(i) - rel)
             if rel == 0 and take == self._len(i):
+                # A whole chunk (large passes such as an initial replication): hash it now, while
+                # the other uploads are on the wire, rather than all at the point's end.
                 self.chunks[i] = bytes(data[pos : pos + take])
+                self._hashes[i] = chunk_hash(self.chunks[i])
             else:
                 buf = bytearray(self.chunks[i])
                 buf[rel : rel + take] = data[pos : pos + take]
                 self.chunks[i] = bytes(buf)
-            self._hashes[i] = None
+                self._hashes[i] = None
             pos += take
 
     def chunk_hashes(self, pool: Executor | None = None) -> list[bytes]:

@@ -78,7 +78,7 @@ def test_a_disk_behind_sends_fewer_requests_and_still_converges(tmp_path: Path) 
     rep.delta_pass()
     assert store.bytes_put - sent == changed and store.puts - puts == 512  # keeping up: bytes
     assert d.filled_bytes == 0
-    d.behind = True
+    d.behind, d.put_rate = True, 100.0  # 512 requests would take 5 s: longer than the interval
     changed = scatter()
     puts, sent = store.puts, store.bytes_put
     rep.delta_pass()
@@ -88,6 +88,26 @@ def test_a_disk_behind_sends_fewer_requests_and_still_converges(tmp_path: Path) 
     assert d.shadow.read(0, SIZE) == image.read_bytes()
 
 
+def test_a_small_pass_of_a_disk_behind_sends_only_what_changed(tmp_path: Path) -> None:
+    """Behind, but this pass would not outlast a point interval at the measured rate (say,
+    the rest of a burst a slow pass missed): no gap filling."""
+    image, store, rep = _replicated(tmp_path)
+    d = rep.disks["web1"][0]
+    d.behind, d.put_rate = True, 10_000.0  # 512 Put Pages: 0.05 s, far under the interval
+    fd = os.open(image, os.O_WRONLY)
+    try:
+        for b in range(0, 1024, 2):
+            os.pwrite(fd, os.urandom(BLOCK), b * BLOCK)
+    finally:
+        os.close(fd)
+    puts, sent = store.puts, store.bytes_put
+    rep.delta_pass()
+    assert store.bytes_put - sent == 512 * BLOCK and store.puts - puts == 512
+    assert d.filled_bytes == 0
+    d.behind, d.put_rate = True, 100.0  # the same pass would take 5 s: fill gaps
+    assert rep._fills_gaps(d, 512)
+
+
 def test_behind_follows_how_long_passes_take(tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
     with open(image, "wb") as f:
@@ -95,9 +115,9 @@ def test_behind_follows_how_long_passes_take(tmp_path: Path) -> None:
     rep = _replicator(tmp_path, image, MemoryPageStore(), crash=1)
     d = rep.disks["web1"][0]
     rep._update_behind(d, 5.0, 3)  # slow, but a few requests: the network, not requests
-    assert not d.behind
+    assert not d.behind and d.put_rate is None
     rep._update_behind(d, 1.5, 1000)
-    assert d.behind
+    assert d.behind and d.put_rate == pytest.approx(1000 / 1.5)
     rep._update_behind(d, 0.7, 1000)  # between half and the whole interval: no change
     assert d.behind
     rep._update_behind(d, 0.4, 1000)
