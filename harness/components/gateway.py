@@ -79,9 +79,9 @@ CPU_SHARES = 8192
 """The gateways' CPU weight, 8 times Docker's default.
 
 A VPN gateway is an appliance with its own CPU; here the two wireguard-go processes share the
-machine's cores with every server. At the default weight, traffic to a busy server (Azurite
-taking an initial replication) crossed the tunnel about 10 % slower than with this weight,
-while a plain iperf3 stream was about as fast either way (bench/RESULTS.md).
+machine's cores with every server. At the default weight, an initial replication (Azurite busy
+at the far end) crossed the tunnel about a quarter slower than with this weight (255-280 against
+320-360 Mbit/s), while a plain iperf3 stream was about as fast either way (bench/RESULTS.md).
 """
 
 
