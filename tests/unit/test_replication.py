@@ -59,27 +59,27 @@ def test_coalesce_fills_small_gaps_from_the_shadow_only_when_asked() -> None:
         list(core.coalesce_sorted(extents[::-1]))
 
 
+def _scatter(image: Path) -> int:
+    """Every other block of the first 4 MiB rewritten: many small neighbours-but-one."""
+    fd = os.open(image, os.O_WRONLY)
+    try:
+        for b in range(0, 1024, 2):
+            os.pwrite(fd, os.urandom(BLOCK), b * BLOCK)
+    finally:
+        os.close(fd)
+    return 512 * BLOCK
+
+
 def test_a_disk_behind_sends_fewer_requests_and_still_converges(tmp_path: Path) -> None:
     image, store, rep = _replicated(tmp_path)
     d = rep.disks["web1"][0]
-
-    def scatter() -> int:
-        """Every other block of the first 4 MiB rewritten: many small neighbours-but-one."""
-        fd = os.open(image, os.O_WRONLY)
-        try:
-            for b in range(0, 1024, 2):
-                os.pwrite(fd, os.urandom(BLOCK), b * BLOCK)
-        finally:
-            os.close(fd)
-        return 512 * BLOCK
-
-    changed = scatter()
+    changed = _scatter(image)
     puts, sent = store.puts, store.bytes_put
     rep.delta_pass()
     assert store.bytes_put - sent == changed and store.puts - puts == 512  # keeping up: bytes
     assert d.filled_bytes == 0
     d.behind, d.put_rate = True, 100.0  # 512 requests would take 5 s: longer than the interval
-    changed = scatter()
+    changed = _scatter(image)
     puts, sent = store.puts, store.bytes_put
     rep.delta_pass()
     assert store.puts - puts <= 2  # behind: requests
@@ -94,15 +94,10 @@ def test_a_small_pass_of_a_disk_behind_sends_only_what_changed(tmp_path: Path) -
     image, store, rep = _replicated(tmp_path)
     d = rep.disks["web1"][0]
     d.behind, d.put_rate = True, 10_000.0  # 512 Put Pages: 0.05 s, far under the interval
-    fd = os.open(image, os.O_WRONLY)
-    try:
-        for b in range(0, 1024, 2):
-            os.pwrite(fd, os.urandom(BLOCK), b * BLOCK)
-    finally:
-        os.close(fd)
+    changed = _scatter(image)
     puts, sent = store.puts, store.bytes_put
     rep.delta_pass()
-    assert store.bytes_put - sent == 512 * BLOCK and store.puts - puts == 512
+    assert store.bytes_put - sent == changed and store.puts - puts == 512
     assert d.filled_bytes == 0
     d.behind, d.put_rate = True, 100.0  # the same pass would take 5 s: fill gaps
     assert rep._fills_gaps(d, 512)
