@@ -198,7 +198,10 @@ class _NetworksLock:
 
     def acquire(self) -> None:
         if self._file is None:
-            self._file = open(self.PATH, "a")  # noqa: SIM115 (held across two functions)
+            try:
+                self._file = open(self.PATH, "a")  # noqa: SIM115 (held across two functions)
+            except PermissionError:  # another user's file: a lock needs only a read handle
+                self._file = open(self.PATH)  # noqa: SIM115
             fcntl.flock(self._file, fcntl.LOCK_EX)
 
     def release(self) -> None:

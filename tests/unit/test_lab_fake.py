@@ -6,6 +6,8 @@ These prove bookkeeping only; tests/integration proves the lab works on the real
 from __future__ import annotations
 
 import ipaddress
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,20 @@ def test_routes_go_via_own_gateway(minimal: t.Topology, instant_ready: None) -> 
 def test_status_of_unknown_lab(minimal: t.Topology) -> None:
     with pytest.raises(UsageError, match="no lab named"):
         lab.status("ghost", runtime=FakeRuntime())
+
+
+def test_network_lock_holds_off_a_second_lab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Picking a space and making networks is one lab at a time, across processes' handles."""
+    monkeypatch.setattr(lab._NetworksLock, "PATH", tmp_path / "networks.lock")
+    first, second = lab._NetworksLock(), lab._NetworksLock()
+    first.acquire()
+    got = threading.Event()
+    waiter = threading.Thread(target=lambda: (second.acquire(), got.set()))
+    waiter.start()
+    assert not got.wait(0.3), "the second lab took the lock while the first held it"
+    first.release()
+    assert got.wait(5), "the lock was not handed on"
+    waiter.join()
+    second.release()
