@@ -25,6 +25,7 @@ from typing import IO, Any
 from harness import disks, naming, signals, state
 from harness import topology as topo_mod
 from harness.components import ROLES, START_ORDER, forwarding, gateway, replicator
+from harness.components.common import container_state, running_ready
 from harness.errors import EngineError, HarnessError, ReadinessError, TeardownError, UsageError
 from harness.plan import GatewayPlan, HostPlan, LabPlan, candidate_spaces, make_plan
 from harness.runtime import ContainerInfo, DockerRuntime, Runtime
@@ -370,7 +371,7 @@ def _finish(
     try:
         configure()
     except (EngineError, HarnessError):
-        if _state_of(rt, plan, spec.name) != "running":
+        if container_state(rt, plan, spec.name) != "running":
             raise ReadinessError(
                 what=f"host {spec.labels.get(naming.COMPONENT, spec.name)}",
                 where=spec.name,
@@ -405,7 +406,7 @@ def _wait_ready(
         now = time.monotonic()
         dead = False
         if now >= next_state_check:
-            dead = _state_of(rt, plan, container) not in ("running", None)
+            dead = container_state(rt, plan, container) not in ("running", None)
             next_state_check = now + 1.0
         if dead or now > waiting.deadline:
             raise ReadinessError(
@@ -419,12 +420,6 @@ def _wait_ready(
         # At most 0.1 s apart: the last host's wait is the lab's, and the checks that cost an
         # exec (gateways, directories) mostly pass at their first or second try by now.
         delay = min(0.1, delay * 1.5)
-
-
-def _state_of(rt: Runtime, plan: LabPlan, container: str) -> str | None:
-    """The state of one container of this run (None if it is not there)."""
-    states = {c.name: c.state for c in rt.containers({naming.RUN: plan.run_id})}
-    return states.get(container)
 
 
 def _raise_first_done(futures: list[Future[Any]]) -> None:
@@ -457,15 +452,10 @@ def _checks(rt: Runtime, plan: LabPlan) -> dict[str, tuple[str, Callable[[], str
         # A fake runtime's addresses are on no network: probing them would send packets off
         # this machine. Its containers are ready when it says they run.
         return {
-            comp: (container, functools.partial(_running_check, rt, plan, container))
+            comp: (container, functools.partial(running_ready, rt, plan, container))
             for comp, (container, _) in checks.items()
         }
     return checks
-
-
-def _running_check(rt: Runtime, plan: LabPlan, container: str) -> str | None:
-    state = _state_of(rt, plan, container)
-    return None if state == "running" else f"the container is {state or 'missing'}"
 
 
 def _bind_check(

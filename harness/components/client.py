@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import naming, state
-from harness.components.common import base_spec
+from harness import state
+from harness.components.common import base_spec, running_ready
 from harness.plan import HostPlan, LabPlan
 from harness.runtime import ContainerSpec, Runtime
 
@@ -36,6 +36,4 @@ def configure(rt: Runtime, plan: LabPlan, hp: HostPlan) -> None:
 
 def check_ready(rt: Runtime, plan: LabPlan, hp: HostPlan) -> str | None:
     """Ready when its container runs (it runs nothing but the commands drills give it)."""
-    states = {c.name: c.state for c in rt.containers({naming.RUN: plan.run_id})}
-    state = states.get(hp.container)
-    return None if state == "running" else f"the container is {state or 'missing'}"
+    return running_ready(rt, plan, hp.container)

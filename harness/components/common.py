@@ -8,7 +8,7 @@ import requests
 
 from harness import naming
 from harness.plan import HostPlan, LabPlan
-from harness.runtime import Attachment, ContainerSpec
+from harness.runtime import Attachment, ContainerSpec, Runtime
 
 HTTP_CHECK_TIMEOUT_S = 1.0
 
@@ -68,6 +68,18 @@ def routes_env(plan: LabPlan, hp: HostPlan) -> str:
     if hp.gateway is None:
         return ""
     return " ".join(f"{s}={hp.gateway}" for s in routes_for(plan, hp))
+
+
+def container_state(rt: Runtime, plan: LabPlan, container: str) -> str | None:
+    """The state of one container of this lab's run (None if it is not there)."""
+    states = {c.name: c.state for c in rt.containers({naming.RUN: plan.run_id})}
+    return states.get(container)
+
+
+def running_ready(rt: Runtime, plan: LabPlan, container: str) -> str | None:
+    """None if the container runs, else why not: the readiness of a host that serves nothing."""
+    state = container_state(rt, plan, container)
+    return None if state == "running" else f"the container is {state or 'missing'}"
 
 
 def http_ready(url: str, expect: int | None = 200) -> str | None:
