@@ -58,8 +58,8 @@ FITHAW = 0xC0045878
 UPLOAD_WORKERS = 8
 """Put Pages in flight at once: scattered 4 KiB changes are bound by requests, not bytes."""
 IN_FLIGHT_BYTES = 12 * 1024**2
-"""Bytes in flight at once: three 4 MiB Put Pages keep the tunnel busy; more only queue up in
-Azurite (one thread) until requests time out, and hold more memory."""
+"""Bytes in flight at once: three 4 MiB Put Pages keep the tunnel busy; 8 MiB measured slower
+and 20 MiB not clearly faster (bench/RESULTS.md), while holding more memory."""
 INTENT_WINDOW = 64 * 1024**2
 """Ranges are marked uncertain (``intent.json``, fsynced) this much ahead of the uploads."""
 REQUEST_BOUND_PUTS = 256
