@@ -516,10 +516,23 @@ def _teardown(
         nets = rt.networks(selector)
         if nets:
             forwarding.remove(rt, lab, {naming.LAB: lab or "all", naming.KIND: "task"})
+        stuck: list[EngineError] = []
         for n in nets:
-            rt.remove_network(n.name)
-        removed += len(nets)
+            try:
+                rt.remove_network(n.name)
+                removed += 1
+            except EngineError as exc:
+                stuck.append(exc)
         removed += rt.remove_volumes(selector)
+        if stuck:
+            # A network the engine will not let go (see runtime.remove_network) must not also
+            # leave the lab's disks mounted: everything else goes first, then the error.
+            if _local_disks(rt):
+                if lab:
+                    disks.detach(lab)
+                else:
+                    disks.detach_all()
+            raise stuck[0]
         # Creation may still have been in flight on another thread: look again once.
         if not rt.containers(selector) and not rt.networks(selector):
             break

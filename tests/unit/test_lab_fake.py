@@ -13,7 +13,7 @@ import pytest
 
 from harness import lab, naming
 from harness import topology as t
-from harness.errors import ReadinessError, UsageError
+from harness.errors import EngineError, ReadinessError, UsageError
 from harness.fake_runtime import FakeRuntime
 from harness.plan import make_plan
 
@@ -145,3 +145,30 @@ def test_network_lock_holds_off_a_second_lab(
     assert got.wait(5), "the lock was not handed on"
     waiter.join()
     second.release()
+
+
+def test_a_network_that_will_not_go_still_lets_disks_and_volumes_go(
+    minimal: t.Topology, instant_ready: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's stale endpoint count (moby#42119) keeps one network: the error is raised,
+    but only after the lab's volumes are removed and its disks released."""
+    rt = FakeRuntime()
+    lab.up(minimal, "alice", runtime=rt)
+    assert rt.volumes_
+    stuck = next(iter(rt.networks_))
+    real_remove = rt.remove_network
+
+    def remove_network(name: str) -> None:
+        if name == stuck:
+            raise EngineError(f"network {name} counts endpoints although no container is attached")
+        real_remove(name)
+
+    detached: list[str] = []
+    monkeypatch.setattr(rt, "remove_network", remove_network)
+    monkeypatch.setattr(lab, "_local_disks", lambda _rt: True)
+    monkeypatch.setattr(lab.disks, "detach", lambda name: detached.append(name) or 0)
+    with pytest.raises(EngineError, match="counts endpoints"):
+        lab.down("alice", runtime=rt)
+    assert detached == ["alice"]
+    assert not rt.volumes_ and not rt.containers_
+    assert list(rt.networks_) == [stuck]
