@@ -709,19 +709,20 @@ class Replicator:
             upload_s=round(upload_s, 4),
             duration_s=round(took, 4),
         )
+        now = self.clock()  # one instant for the whole group: its members keep the same points
         for h in hosts:
-            self.prune(h)
+            self.prune(h, now)
         return published
 
-    def prune(self, host: str) -> list[int]:
-        """Delete the points of ``host`` that the retention schedule drops.
+    def prune(self, host: str, now: float | None = None) -> list[int]:
+        """Delete the points of ``host`` that the retention schedule drops at ``now``.
 
         A point whose manifest is already gone was unpublished by a prune that failed before
         its snapshots were deleted (or whose delete's outcome was in doubt): it is forgotten
         and the host's orphan snapshots are removed, so one failed prune never stops pruning.
         """
         points = self.points.get(host, [])
-        keep = self.retention.keep(points, self.clock())
+        keep = self.retention.keep(points, self.clock() if now is None else now)
         dropped = [p for p in points if p[0] not in keep]
         orphans = False
         for seq, _, _ in dropped:

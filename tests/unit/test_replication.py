@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -290,6 +291,36 @@ def test_a_replication_group_gets_points_at_one_instant(tmp_path: Path) -> None:
     assert [m.host for m in apps] == ["sharepoint", "crm"]
     assert len({m.taken_at for m in apps}) == 1 and {m.group for m in apps} == {"apps"}
     assert store.manifests("web1/") == []  # not in the group: not part of its point
+
+
+def test_a_replication_group_keeps_the_same_points_when_pruned(tmp_path: Path) -> None:
+    hosts = []
+    for name in ("sharepoint", "crm"):
+        image = tmp_path / f"{name}.img"
+        with open(image, "wb") as f:
+            f.write(os.urandom(SIZE))
+        disk = DiskConfig("data", SIZE, str(image), None)
+        hosts.append(HostConfig(name=name, group="apps", flush_url=None, disks=(disk,)))
+    cfg = Config("memory", "a", "", 1, None, 20, 30, tuple(hosts))
+    store = MemoryPageStore()
+    # Every read of the clock moves it on, by uneven steps: pruning each member at its own
+    # instant would let a point expire for one member and not for the other.
+    rng, now = random.Random(7), [1000.0]
+
+    def clock() -> float:
+        now[0] += rng.uniform(0.05, 0.6)
+        return now[0]
+
+    rep = Replicator(cfg, store, tmp_path / "state", freezer=NoFreezer(), clock=clock)
+    rep.connect()
+    for _ in range(60):
+        rep.point("apps", app=False)
+        seqs = [
+            [core.Manifest.from_bytes(store.get_manifest(n)).seq for n in store.manifests(f"{h}/")]
+            for h in ("sharepoint", "crm")
+        ]
+        assert seqs[0] == seqs[1]
+    assert len(seqs[0]) < 60  # pruning ran
 
 
 # --- manifests, pruning, health ---------------------------------------------------------------
