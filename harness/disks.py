@@ -197,6 +197,21 @@ def _run_ok(cmd: Sequence[str]) -> bool:
     return True
 
 
+def thaw_under(root: Path) -> int:
+    """Thaw every filesystem mounted under ``root``; returns how many were frozen.
+
+    A replicator killed between FIFREEZE and FITHAW leaves its filesystems frozen, and a
+    process writing to one waits uninterruptibly: not even SIGKILL removes its container.
+    """
+    prefix = str(root.resolve()).rstrip("/") + "/"
+    return sum(_run_ok(["fsfreeze", "-u", mp]) for _, mp in _mounts() if mp.startswith(prefix))
+
+
+def thaw(lab: str | None) -> int:
+    """Thaw the filesystems of one lab's disks (None: of every lab)."""
+    return thaw_under(state.lab_dir(lab) if lab else state.state_root())
+
+
 def detach(lab: str) -> int:
     """Release every disk of one lab (images stay until its state folder goes)."""
     return detach_under(state.lab_dir(lab))

@@ -734,7 +734,7 @@ def failover(
                     }
             with job.step("stop replication", progress) as s:
                 if rep_name in running:
-                    ref.rt.stop(rep_name, timeout_s=5)
+                    replicator.stop(ref.rt, ref.plan, timeout_s=5)
                 s.detail = {"replicator_was_running": rep_name in running}
             job.result["points"] = {
                 h: {"seq": m.seq, "type": m.type, "taken_at": m.taken_at} for h, m in points.items()
@@ -862,7 +862,8 @@ def reprotect(lab: str, *, progress: Progress = _quiet) -> Job:
                     c.name == rep and c.state == "running"
                     for c in ref.rt.containers({naming.LAB: lab})
                 ):
-                    ref.rt.stop(rep, timeout_s=5)  # came back with on-prem: not its turn yet
+                    # Came back with on-prem: not its turn yet.
+                    replicator.stop(ref.rt, ref.plan, timeout_s=5)
                 total_sent = total = total64 = 0
                 for host in p.hosts:
                     hp = ref.plan.hosts[host]

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
 from harness import state
-from harness.components import gateway
+from harness.components import gateway, replicator
 from harness.errors import FaultError, HarnessError
 from harness.lab import LabRef, open_lab
 from harness.plan import GatewayPlan
@@ -282,7 +282,10 @@ def _inject(ref: LabRef, rec_id: str, kind: str, p: dict[str, Any]) -> dict[str,
     if kind in ("site-outage", "host-outage", "storage-outage", "dns-outage"):
         targets = _outage_targets(ref, kind, p)
         for name in reversed(targets):
-            ref.rt.stop(name, timeout_s=1)
+            if name == replicator.container(ref.plan):
+                replicator.stop(ref.rt, ref.plan, timeout_s=1)
+            else:
+                ref.rt.stop(name, timeout_s=1)
         return {"containers": targets}
     # degrade
     undo: dict[str, Any] = {}

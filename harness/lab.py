@@ -509,6 +509,13 @@ def _teardown(
     removed = 0
     while True:
         containers = rt.containers(selector)
+        # The replicator goes first, then its freezes are undone: a host writing to a
+        # filesystem a killed replicator left frozen cannot be killed, so could not go.
+        freezers = [c for c in containers if c.labels.get(naming.COMPONENT) == replicator.COMPONENT]
+        for c in freezers:
+            rt.remove_container(c.name)
+        if freezers and _local_disks(rt):
+            disks.thaw(lab)
         if containers:
             with ThreadPoolExecutor(max_workers=WORKERS) as pool:
                 list(pool.map(rt.remove_container, [c.name for c in containers]))

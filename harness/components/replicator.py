@@ -43,6 +43,16 @@ def container(plan: LabPlan) -> str:
     return naming.object_name(plan.lab, COMPONENT)
 
 
+def stop(rt: Runtime, plan: LabPlan, timeout_s: int) -> None:
+    """Stop the replicator, then thaw whatever filesystem it was killed holding frozen.
+
+    A process writing to a frozen filesystem waits uninterruptibly: left frozen, its host
+    could be neither stopped nor removed.
+    """
+    rt.stop(container(plan), timeout_s=timeout_s)
+    disks.thaw(plan.lab)
+
+
 def replication_dir(lab: str) -> Path:
     """``<lab state>/replication``: the config file and the state folder."""
     return state.lab_dir(lab) / "replication"

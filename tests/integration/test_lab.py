@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from harness import disks, lab
+from harness.components import replicator
 from harness.runtime import DockerRuntime
 
 from .conftest import (
@@ -23,6 +24,7 @@ from .conftest import (
     host,
     labelled_objects,
     unique_name,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -147,6 +149,48 @@ def test_down_leaves_nothing(client: docker.DockerClient, rt: DockerRuntime) -> 
     assert res.returncode == 0, res.stderr
     assert labelled_objects(client, name) == []
     assert forwarding_rules(rt, name) == []
+
+
+def _blocked_writers(container_pid: int) -> list[int]:
+    """Processes of a container (by its init's pid namespace) waiting uninterruptibly."""
+    ns = os.readlink(f"/proc/{container_pid}/ns/pid")
+    out = []
+    for pid in (int(d) for d in os.listdir("/proc") if d.isdigit()):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") != ns:
+                continue
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "D":
+                    out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def test_down_after_the_replicator_died_holding_a_disk_frozen(
+    client: docker.DockerClient, rt: DockerRuntime
+) -> None:
+    name = unique_name("frz")
+    lab.up("minimal", name)
+    ref = lab.open_lab(name)
+    web1 = ref.plan.hosts["web1"]
+    disk = web1.host.disks[0]
+    mnt = disks.mount_path(name, "web1", disk.name)
+    try:
+        # What SIGKILL between FIFREEZE and FITHAW leaves: a frozen disk, a writer stuck on it.
+        rt.api.kill(replicator.container(ref.plan))
+        subprocess.run(["fsfreeze", "-f", str(mnt)], check=True, timeout=10)
+        ex = rt.api.exec_create(web1.container, ["sh", "-c", f"echo x > {disk.mount}/late"])
+        rt.api.exec_start(ex["Id"], detach=True)
+        pid = rt.api.inspect_container(web1.container)["State"]["Pid"]
+        wait_for("a write blocked on the frozen disk", lambda: _blocked_writers(pid), timeout=10)
+        res = drill_cli("down", "--name", name)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert labelled_objects(client, name) == []
+        assert not os.path.ismount(mnt)
+    finally:
+        subprocess.run(["fsfreeze", "-u", str(mnt)], check=False, timeout=10)
+        lab.down(name)
 
 
 def test_two_labs_side_by_side(client: docker.DockerClient, rt: DockerRuntime) -> None:
