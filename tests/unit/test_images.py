@@ -202,3 +202,26 @@ def test_app_store_persists_items_and_sequence(tmp_path: Path) -> None:
     assert again.get("../../etc/passwd") is None
     assert again.flush()["items"] == 3
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_app_flush_syncs_only_its_own_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sync(2) would wait for every filesystem on the machine while the flush holds writes.
+    app = _app_module()
+    store = app.Store(tmp_path, "records", "h", "s")
+    store.put(b"x", "text/plain")
+    synced: list[Path] = []
+    real = app.syncfs
+
+    def spy(path: Path) -> None:
+        synced.append(path)
+        real(path)  # the real syscall, on the store's own filesystem
+
+    def forbidden() -> None:
+        raise AssertionError("sync(2) flushes every filesystem")
+
+    monkeypatch.setattr(app, "syncfs", spy)
+    monkeypatch.setattr(app.os, "sync", forbidden)
+    assert store.flush()["items"] == 1
+    assert synced == [tmp_path]
