@@ -36,6 +36,8 @@ from harness.images import (
 )
 from harness.naming import LAB, image_ref
 
+from .conftest import wait_for
+
 pytestmark = pytest.mark.integration
 
 LAB_NAME = "test-images"
@@ -154,7 +156,8 @@ def test_web(run: Run) -> None:
     page = requests.get(f"http://{ip}/", timeout=5)
     assert page.status_code == 200
     assert "web-1" in page.text and "site-a" in page.text
-    assert "GET /health" in c.logs().decode()  # access log on stdout
+    # Access log on stdout; the engine copies a container's output to its log asynchronously.
+    wait_for("the access log on stdout", lambda: "GET /health" in c.logs().decode(), timeout=10)
 
 
 def test_app_stores_and_returns_a_document(run: Run) -> None:
