@@ -19,6 +19,8 @@ from harness.replication.agent import Config, DiskConfig, HostConfig, NoFreezer,
 from harness.replication.core import BLOCK, MAX_PUT, PAGE, Retention, Shadow, coalesce
 from harness.replication.store import MemoryPageStore, StoreError
 
+from ..conftest import has, problems
+
 SIZE = 8 * 1024 * 1024 + 3 * PAGE  # not a multiple of the block or chunk size on purpose
 
 
@@ -434,26 +436,15 @@ def _minimal() -> Any:
     return data
 
 
-def _problems(data: object) -> list[str]:
-    from harness import topology
-    from harness.errors import TopologyError
-
-    try:
-        topology.parse(data)
-    except TopologyError as exc:
-        return [str(p) for p in exc.problems]
-    return []
-
-
 def test_process_server_must_sit_on_a_free_primary_address() -> None:
     data = _minimal()
     data["protection"]["process_server"] = {"subnet": "servers", "address": "10.64.1.10"}
-    assert any("process_server.address" in p and "already used" in p for p in _problems(data))
+    assert has(problems(data), "protection.process_server.address", "already used")
     data["protection"]["process_server"] = {"subnet": "frontend", "address": "10.64.2.9"}
-    assert any("process_server.subnet" in p for p in _problems(data))
+    assert any(path == "protection.process_server.subnet" for path, _ in problems(data))
 
 
 def test_protected_hosts_need_a_disk() -> None:
     data = _minimal()
     data["sites"]["onprem"]["hosts"]["web1"]["disks"] = []
-    assert any("no data disk" in p for p in _problems(data))
+    assert any("no data disk" in m for _, m in problems(data))
