@@ -509,12 +509,12 @@ def _teardown(
     removed = 0
     while True:
         containers = rt.containers(selector)
-        # The replicator goes first, then its freezes are undone: a host writing to a
-        # filesystem a killed replicator left frozen cannot be killed, so could not go.
+        # The replicator goes first, then every freeze is undone (its, or a reprotect's whose
+        # process was killed): a host writing to a frozen filesystem cannot be killed.
         freezers = [c for c in containers if c.labels.get(naming.COMPONENT) == replicator.COMPONENT]
         for c in freezers:
             rt.remove_container(c.name)
-        if freezers and _local_disks(rt):
+        if containers and _local_disks(rt):
             disks.thaw(lab)
         if containers:
             with ThreadPoolExecutor(max_workers=WORKERS) as pool:

@@ -167,9 +167,11 @@ def _blocked_writers(container_pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("freezer", ["replicator", "gone"])
 def test_down_after_the_replicator_died_holding_a_disk_frozen(
-    client: docker.DockerClient, rt: DockerRuntime
+    client: docker.DockerClient, rt: DockerRuntime, freezer: str
 ) -> None:
+    """``gone``: whoever froze it no longer exists (say, a killed reprotect)."""
     name = unique_name("frz")
     lab.up("minimal", name)
     ref = lab.open_lab(name)
@@ -178,7 +180,10 @@ def test_down_after_the_replicator_died_holding_a_disk_frozen(
     mnt = disks.mount_path(name, "web1", disk.name)
     try:
         # What SIGKILL between FIFREEZE and FITHAW leaves: a frozen disk, a writer stuck on it.
-        rt.api.kill(replicator.container(ref.plan))
+        if freezer == "replicator":
+            rt.api.kill(replicator.container(ref.plan))
+        else:
+            rt.remove_container(replicator.container(ref.plan))
         subprocess.run(["fsfreeze", "-f", str(mnt)], check=True, timeout=10)
         ex = rt.api.exec_create(web1.container, ["sh", "-c", f"echo x > {disk.mount}/late"])
         rt.api.exec_start(ex["Id"], detach=True)
