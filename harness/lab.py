@@ -516,10 +516,11 @@ def _teardown(
             rt.remove_container(c.name)
         if containers and _local_disks(rt):
             disks.thaw(lab)
-        if containers:
+        rest = [c.name for c in containers if c not in freezers]
+        if rest:
             with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-                list(pool.map(rt.remove_container, [c.name for c in containers]))
-            removed += len(containers)
+                list(pool.map(rt.remove_container, rest))
+        removed += len(containers)
         nets = rt.networks(selector)
         if nets:
             forwarding.remove(rt, lab, {naming.LAB: lab or "all", naming.KIND: "task"})

@@ -714,7 +714,7 @@ class Replicator:
             self.prune(h, now)
         return published
 
-    def prune(self, host: str, now: float | None = None) -> list[int]:
+    def prune(self, host: str, now: float) -> list[int]:
         """Delete the points of ``host`` that the retention schedule drops at ``now``.
 
         A point whose manifest is already gone was unpublished by a prune that failed before
@@ -722,7 +722,7 @@ class Replicator:
         and the host's orphan snapshots are removed, so one failed prune never stops pruning.
         """
         points = self.points.get(host, [])
-        keep = self.retention.keep(points, self.clock() if now is None else now)
+        keep = self.retention.keep(points, now)
         dropped = [p for p in points if p[0] not in keep]
         orphans = False
         for seq, _, _ in dropped:
