@@ -274,16 +274,18 @@ def test_corruption_is_repaired_by_a_full_resync(tmp_path: Path) -> None:
     assert store.bytes_put - before == BLOCK
 
 
+def _host(tmp: Path, name: str, group: str | None) -> HostConfig:
+    """A host with one data disk of random bytes."""
+    image = tmp / f"{name}.img"
+    with open(image, "wb") as f:
+        f.write(os.urandom(SIZE))
+    disk = DiskConfig("data", SIZE, str(image), None)
+    return HostConfig(name=name, group=group, flush_url=None, disks=(disk,))
+
+
 def test_a_replication_group_gets_points_at_one_instant(tmp_path: Path) -> None:
-    hosts = []
-    for name in ("sharepoint", "crm", "web1"):
-        image = tmp_path / f"{name}.img"
-        with open(image, "wb") as f:
-            f.write(os.urandom(SIZE))
-        group = None if name == "web1" else "apps"
-        disk = DiskConfig("data", SIZE, str(image), None)
-        hosts.append(HostConfig(name=name, group=group, flush_url=None, disks=(disk,)))
-    cfg = Config("memory", "a", "", 5, None, 3600, 30, tuple(hosts))
+    hosts = (_host(tmp_path, "sharepoint", "apps"), _host(tmp_path, "crm", "apps"))
+    cfg = Config("memory", "a", "", 5, None, 3600, 30, (*hosts, _host(tmp_path, "web1", None)))
     store = MemoryPageStore()
     ticks = iter(range(1000, 2000))
     rep = Replicator(cfg, store, tmp_path / "state", freezer=NoFreezer(), clock=lambda: next(ticks))
@@ -296,14 +298,8 @@ def test_a_replication_group_gets_points_at_one_instant(tmp_path: Path) -> None:
 
 
 def test_a_replication_group_keeps_the_same_points_when_pruned(tmp_path: Path) -> None:
-    hosts = []
-    for name in ("sharepoint", "crm"):
-        image = tmp_path / f"{name}.img"
-        with open(image, "wb") as f:
-            f.write(os.urandom(SIZE))
-        disk = DiskConfig("data", SIZE, str(image), None)
-        hosts.append(HostConfig(name=name, group="apps", flush_url=None, disks=(disk,)))
-    cfg = Config("memory", "a", "", 1, None, 20, 30, tuple(hosts))
+    hosts = (_host(tmp_path, "sharepoint", "apps"), _host(tmp_path, "crm", "apps"))
+    cfg = Config("memory", "a", "", 1, None, 20, 30, hosts)
     store = MemoryPageStore()
     # Every read of the clock moves it on, by uneven steps: pruning each member at its own
     # instant would let a point expire for one member and not for the other.
